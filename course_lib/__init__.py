@@ -1,0 +1,11 @@
+"""course_lib: the code the chapters of "Build an LLM from scratch" build, collected so later chapters can import it.
+
+Each module says which chapter defines it:
+
+- :mod:`course_lib.attention` -- chapter 5, attention: keys, queries and values.
+- :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
+- :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
+- :mod:`course_lib.grading` -- instructor side: nbgrader preprocessors that keep hostile submissions gradable.
+"""
+
+__version__ = "0.1.0"
