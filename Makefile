@@ -1,0 +1,37 @@
+# The course's two commands (see README.md):
+#   make book   - set everything up, build the website (executing every chapter), say where to open it
+#   make test   - set everything up, run the whole test suite (it builds the website too)
+# Both create .venv on first use; nothing else on the machine is touched.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: book serve test exercises clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0 in pyproject.toml: other versions pull gigabytes of CUDA packages.
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo
+	@echo "The course is built. Open file://$(CURDIR)/_build/html/index.html in a browser,"
+	@echo "or run 'make serve' and open http://localhost:8000"
+
+serve: $(STAMP)
+	$(PY) -m http.server --directory _build/html 8000
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+# Regenerate the student notebooks in exercises/ from solutions/ (never edit exercises/ by hand).
+exercises: $(STAMP)
+	for dir in solutions/*/; do $(VENV)/bin/nbgrader generate_assignment "$$(basename "$$dir")" --force || exit 1; done
+
+clean:
+	rm -rf _build book/_static/vendor

@@ -1,0 +1,135 @@
+"""Sphinx extension that makes the course website build offline and stay correct when course_lib changes.
+
+Two jobs, both run by a plain ``jupyter-book build .``:
+
+1. **Self-hosted web assets.** MathJax, RequireJS and the Jupyter-widgets embed manager are
+   installed from the npm registry (versions pinned in ``book/assets/package-lock.json``) and
+   copied into ``book/_static/vendor``, which ``_config.yml`` points MathJax and myst-nb at.
+   No page loads anything from a CDN, and no third-party file is committed.
+2. **course_lib-aware execution cache.** Jupyter Book re-executes a notebook only when its own
+   code changes. Chapters import course_lib, so this extension fingerprints course_lib's source
+   and, when it changes, marks every chapter that imports it as outdated and drops its cached
+   execution: those chapters run again, the others are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+VENDOR_DIR = Path(__file__).resolve().parents[1] / "_static" / "vendor"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COURSE_LIB = REPO_ROOT / "course_lib"
+
+# (source under node_modules, destination under vendor/). MathJax ships many optional parts;
+# these are the ones tex-chtml.js loads (fonts, TeX extensions, the menu and accessibility).
+VENDOR_FILES = [
+    ("requirejs/require.js", "require.js"),
+    ("@jupyter-widgets/html-manager/dist", "html-manager"),
+    ("mathjax/es5/tex-chtml.js", "mathjax/tex-chtml.js"),
+    ("mathjax/es5/input/tex/extensions", "mathjax/input/tex/extensions"),
+    ("mathjax/es5/output/chtml/fonts/woff-v2", "mathjax/output/chtml/fonts/woff-v2"),
+    ("mathjax/es5/ui", "mathjax/ui"),
+    ("mathjax/es5/a11y", "mathjax/a11y"),
+    ("mathjax/LICENSE", "mathjax/LICENSE"),
+]
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(str(path.relative_to(REPO_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def install_vendor_assets(app: Sphinx) -> None:
+    """Install the pinned npm packages (if needed) and copy the browser files into _static/vendor."""
+    lock = ASSETS_DIR / "package-lock.json"
+    wanted = _digest([lock, Path(__file__)])
+    stamp = VENDOR_DIR / ".stamp"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ExtensionError(
+            "npm was not found: the website serves MathJax and the widget manager itself and "
+            "installs them from the npm registry. Install Node.js and npm (Debian: apt-get install nodejs npm)."
+        )
+    logger.info("course_build: installing web assets from the npm registry (npm ci)")
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+        cwd=ASSETS_DIR, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise ExtensionError(f"npm ci failed in {ASSETS_DIR}:\n{result.stdout}\n{result.stderr}")
+    if VENDOR_DIR.exists():
+        shutil.rmtree(VENDOR_DIR)
+    for src, dst in VENDOR_FILES:
+        source, target = ASSETS_DIR / "node_modules" / src, VENDOR_DIR / dst
+        if not source.exists():
+            raise ExtensionError(f"expected {source} after npm ci; has the package layout changed?")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    stamp.write_text(wanted)
+
+
+def course_lib_fingerprint() -> str:
+    return _digest([p for p in COURSE_LIB.rglob("*.py") if "__pycache__" not in p.parts])
+
+
+def _uses_course_lib(path: Path) -> bool:
+    if path.suffix != ".ipynb":
+        return False
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    return any(c.get("cell_type") == "code" and "course_lib" in "".join(c.get("source", "")) for c in cells)
+
+
+def mark_chapters_outdated(app: Sphinx, env, added, changed, removed) -> list[str]:
+    """Re-read (and so re-execute) chapters that import course_lib when course_lib changed."""
+    fingerprint = course_lib_fingerprint()
+    previous = getattr(env, "course_lib_fingerprints", {})
+    outdated = []
+    for docname in env.found_docs:
+        path = Path(env.doc2path(docname))
+        if docname in added or not _uses_course_lib(path):
+            continue
+        if previous.get(docname) != fingerprint:
+            outdated.append(docname)
+            _drop_cached_execution(app, path)
+    # Recorded now, saved with the environment only if the build succeeds.
+    env.course_lib_fingerprints = {d: fingerprint for d in env.found_docs if _uses_course_lib(Path(env.doc2path(d)))}
+    if outdated:
+        logger.info(f"course_build: course_lib changed; re-executing {', '.join(sorted(outdated))}")
+    return outdated
+
+
+def _drop_cached_execution(app: Sphinx, notebook: Path) -> None:
+    cache_path = getattr(app.config, "nb_execution_cache_path", "")
+    if not cache_path or not Path(cache_path).exists():
+        return
+    from jupyter_cache import get_cache
+
+    cache = get_cache(cache_path)
+    for record in cache.list_cache_records():
+        if Path(record.uri).resolve() == notebook.resolve():
+            cache.remove_cache(record.pk)
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("builder-inited", install_vendor_assets)
+    app.connect("env-get-outdated", mark_chapters_outdated)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
