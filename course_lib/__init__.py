@@ -2,6 +2,8 @@
 
 Each module says which chapter defines it:
 
+- :mod:`course_lib.data` -- chapters 3-4, the one way to find (and verify, or download) a data file.
+- :mod:`course_lib.tokenizers` -- chapter 4, character, byte-pair (BPE) and GPT-2 tokenizers.
 - :mod:`course_lib.attention` -- chapter 5, attention: keys, queries and values.
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
