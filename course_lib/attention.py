@@ -117,9 +117,12 @@ def scaled_dot_product_attention(
 ) -> Tensor:
     """Context vectors: attention weights times values, (..., T_q, d_v).
 
-    Same result as ``F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-    is_causal=causal, scale=scale)`` when ``dropout_p == 0``. Dropout, when on,
-    zeroes random attention weights (and rescales the rest) during training.
+    Same result as ``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)``
+    (or ``is_causal=causal`` instead of a mask) when ``dropout_p == 0``, with two documented
+    differences: a query row whose keys are all masked gives NaN here (torch gives zeros), and
+    with fewer queries than keys the causal mask aligns the queries with the *last* keys (as
+    for cached keys, see :func:`causal_mask`) where torch aligns them with the first.
+    Dropout, when on, zeroes random attention weights (and rescales the rest) during training.
     """
     _check_qkv(queries, keys, values)
     weights = attention_weights(queries, keys, causal=causal, mask=mask, scale=scale)
@@ -208,6 +211,11 @@ class AttentionConfig:
     fused: bool = False
 
     def __post_init__(self) -> None:
+        if self.n_heads < 1 or self.d_model < 1 or self.context_length < 1:
+            raise ValueError(
+                f"d_model, n_heads and context_length must be positive, got "
+                f"{self.d_model}, {self.n_heads} and {self.context_length}"
+            )
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:

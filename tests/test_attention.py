@@ -154,5 +154,7 @@ def test_clear_errors_for_wrong_shapes():
         scaled_dot_product_attention(torch.randn(2, 4), torch.randn(3, 4), torch.randn(2, 4))
     with pytest.raises(ValueError, match="divisible"):
         AttentionConfig(d_model=10, n_heads=4, context_length=4)
+    with pytest.raises(ValueError, match="must be positive"):
+        AttentionConfig(d_model=8, n_heads=0, context_length=4)
     with pytest.raises(TypeError, match="bool"):
         attention_weights(torch.randn(2, 4), torch.randn(2, 4), mask=torch.ones(2, 2))
