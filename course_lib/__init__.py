@@ -3,7 +3,10 @@
 Each module says which chapter defines it:
 
 - :mod:`course_lib.data` -- chapters 3-4, the one way to find (and verify, or download) a data file.
+- :mod:`course_lib.language_models` -- chapter 3, bigram counts, a neural bigram, sampling, and the TinyLLM.
 - :mod:`course_lib.tokenizers` -- chapter 4, character, byte-pair (BPE) and GPT-2 tokenizers.
+- :mod:`course_lib.embeddings` -- chapter 4, token embeddings and learned / sinusoidal positions.
+- :mod:`course_lib.datasets` -- chapter 4, sliding-window (input, target) pairs and the train/validation split.
 - :mod:`course_lib.attention` -- chapter 5, attention: keys, queries and values.
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
