@@ -72,14 +72,14 @@ def release_untouched(sol, rel):
     return rel, 0.0
 
 
-def tests_edited_to_pass(sol, rel):
+def edited_tests_to_pass(sol, rel):
     nb = copy.deepcopy(rel)  # no answers; if the edited tests were kept, `pass` would score full marks
     for i in _tests(nb):
         nb.cells[i].source = "pass"
     return nb, 0.0
 
 
-def tests_deleted(sol, rel):
+def deleted_tests(sol, rel):
     nb = copy.deepcopy(sol)  # right answers; the restored tests must run and give full marks
     nb.cells = [c for i, c in enumerate(nb.cells) if i not in _tests(sol)]
     return nb, _points(sol, _tests(sol))
@@ -124,7 +124,7 @@ def not_a_notebook(sol, rel):
 
 
 ROUND_TRIP = [solution_as_is, release_untouched]
-HOSTILE = [tests_edited_to_pass, tests_deleted, answer_and_test_deleted, graded_cell_copied,
+HOSTILE = [edited_tests_to_pass, deleted_tests, answer_and_test_deleted, graded_cell_copied,
            loop_ignoring_interrupts, kernel_killer, not_a_notebook]
 
 
