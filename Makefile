@@ -7,6 +7,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
+# The environment's commands first (nbgrader itself runs `alembic` by name).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: book serve test exercises clean
 

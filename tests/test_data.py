@@ -27,7 +27,7 @@ from course_lib.data import (
 )
 
 # The checkout layout: <repo root>/tests/test_data.py and <repo root>/../shared/data.
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED = (Path(__file__).resolve().parent.parent.parent / "shared" / "data").resolve()
 VERDICT = "the-verdict.txt"
 
 
