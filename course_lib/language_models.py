@@ -11,7 +11,9 @@ The story, in the order the chapter tells it:
    descent; it learns the (smoothed) count probabilities.
 4. :func:`sample_with_temperature` -- pick the next token; the temperature sharpens or flattens
    the distribution (0 = always the most likely token).
-5. :class:`TinyLLM` -- a character-level MLP that looks at ``context_length`` characters at once,
+5. :func:`next_token_examples` -- the training pairs of a model with a context window: every
+   position of a text, with the ``context_length`` ids before it (padded on the left at the start).
+6. :class:`TinyLLM` -- a character-level MLP that looks at ``context_length`` characters at once,
    configured by :class:`TinyLLMConfig`, with :meth:`TinyLLM.generate`.
 
 Shapes use B = batch, T = tokens (context), V = vocabulary size, E = embedding width,
@@ -21,7 +23,7 @@ H = hidden width.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,7 @@ __all__ = [
     "TinyLLM",
     "TinyLLMConfig",
     "negative_log_likelihood",
+    "next_token_examples",
     "perplexity",
     "sample_with_temperature",
 ]
@@ -274,7 +277,43 @@ def sample_with_temperature(
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. A tiny MLP language model
+# 5. Training pairs for a context window
+# ---------------------------------------------------------------------------------------------
+
+
+def next_token_examples(ids: Sequence[int] | Tensor, context_length: int, pad_id: int = 0) -> tuple[Tensor, Tensor]:
+    """Every (context, next id) pair of one sequence: ``(contexts, targets)``, (N, T) and (N,) int64.
+
+    Row ``t`` predicts ``targets[t] = ids[t]`` from the ``context_length`` ids just before it,
+    ``ids[t - T : t]``, with ``pad_id`` filling the window on the left where the sequence has not
+    started yet (so the first row is all ``pad_id``). N = ``len(ids)``: every id is a target once.
+    This is what :meth:`TinyLLM.generate` sees when it starts from nothing. For the names of
+    chapter 3, ``ids`` is one name followed by the end marker, e.g. ``emma.``, and ``pad_id`` is
+    the id of that marker: ``...`` -> ``e``, ``..e`` -> ``m``, ..., ``mma`` -> ``.``.
+    """
+    if isinstance(ids, Tensor):
+        _check_integer_ids("ids", ids)
+        if ids.dim() != 1:
+            raise ValueError(f"ids must be a 1-D sequence of token ids, got shape {tuple(ids.shape)}")
+        ids = ids.long()
+    else:
+        if isinstance(ids, str):
+            raise TypeError("ids must be token ids, not a string; encode the text first")
+        ids = list(ids)
+        bad = next((x for x in ids if isinstance(x, bool) or not isinstance(x, int)), None)
+        if bad is not None:
+            raise TypeError(f"ids must be integer token ids, got {bad!r}")
+        ids = torch.tensor(ids, dtype=torch.long)
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
+        raise ValueError(f"context_length must be an integer >= 1, got {context_length!r}")
+    padded = torch.cat([torch.full((context_length,), pad_id, dtype=torch.long), ids])  # (T + N,)
+    # window t of the padded sequence is padded[t : t + T] = the T ids before ids[t]
+    contexts = padded.unfold(0, context_length, 1)[: len(ids)]  # (N + 1, T) -> (N, T)
+    return contexts.contiguous(), ids.clone()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. A tiny MLP language model
 # ---------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,12 @@ The story, in the order the chapter tells it:
    (``gpt2/encoder.json`` and ``gpt2/vocab.bpe``, found with :mod:`course_lib.data`); it gives
    exactly the ids of ``tiktoken.get_encoding("gpt2")``.
 
-All three have ``encode(text) -> list[int]`` and ``decode(ids) -> str``. The two BPE tokenizers
+The one BPE step, in small public functions the chapter builds first: :func:`count_pairs`
+(adjacent pairs and their counts), :func:`most_frequent_pair` (the pair to merge, with the same
+tie-breaking as :meth:`BPETokenizer.train`) and :func:`merge_pair` (replace each occurrence,
+left to right).
+
+All three tokenizers have ``encode(text) -> list[int]`` and ``decode(ids) -> str``. The two BPE tokenizers
 first cut text into chunks with :data:`GPT2_SPLIT_PATTERN` (words with their leading space,
 numbers, punctuation runs, whitespace), so no token ever spans, e.g., the end of one word and the
 start of the next. That pattern uses ``\\p{L}`` (any letter) and ``\\p{N}`` (any digit), which
@@ -43,6 +48,9 @@ __all__ = [
     "CharTokenizer",
     "GPT2Tokenizer",
     "bytes_to_unicode",
+    "count_pairs",
+    "merge_pair",
+    "most_frequent_pair",
 ]
 
 #: GPT-2's pre-tokenization: contractions, optional space + letters, optional space + digits,
@@ -104,6 +112,39 @@ class CharTokenizer:
 # ---------------------------------------------------------------------------------------------
 # The two steps every BPE tokenizer shares
 # ---------------------------------------------------------------------------------------------
+
+
+def count_pairs(ids: Sequence[Hashable]) -> Counter:
+    """How often each adjacent pair occurs in ``ids``: ``Counter({(a, b): count})``.
+
+    Every position counts, so overlapping pairs count twice: ``[1, 1, 1]`` has ``(1, 1)`` twice
+    (although only one of them can be merged, see :func:`merge_pair`).
+    """
+    return Counter(zip(ids, ids[1:]))
+
+
+def most_frequent_pair(ids: Sequence[Hashable]) -> tuple | None:
+    """The adjacent pair that occurs most often in ``ids``; ``None`` if there is no pair.
+
+    Ties go to the SMALLEST pair, comparing ``(a, b)`` as tuples (first ``a``, then ``b``), which
+    is the rule of :meth:`BPETokenizer.train`: the result never depends on where a pair first
+    occurs, so training is deterministic.
+    """
+    counts = count_pairs(ids)
+    if not counts:
+        return None
+    return min(counts, key=lambda pair: (-counts[pair], pair))
+
+
+def merge_pair(ids: Sequence[Hashable], pair: tuple, new_id: Hashable) -> list:
+    """Replace each occurrence of ``pair`` in ``ids`` by ``new_id``, scanning left to right.
+
+    A new list is returned (``ids`` is not changed). Occurrences do not overlap: merging
+    ``(1, 1)`` in ``[1, 1, 1]`` gives ``[new_id, 1]``, as the scan takes the first two and moves on.
+    """
+    if len(pair) != 2:
+        raise ValueError(f"pair must have exactly 2 items, got {pair!r}")
+    return _merge(list(ids), tuple(pair), new_id)
 
 
 def _merge(parts: list, pair: tuple, new: Hashable) -> list:
@@ -265,9 +306,9 @@ class BPETokenizer(_ByteLevelBPE):
 
         ``vocab_size`` counts every id: 256 bytes + merges + special tokens. Occurrences of the
         special tokens in ``text`` are cut out before counting. Ties between equally frequent
-        pairs go to the smaller pair ``(a, b)``, so training is deterministic. If the text runs out
-        of pairs first, training stops early with fewer merges. Tiny Shakespeare at
-        ``vocab_size=512`` trains in about half a second.
+        pairs go to the smaller pair ``(a, b)`` (as in :func:`most_frequent_pair`), so training is
+        deterministic. If the text runs out of pairs first, training stops early with fewer
+        merges. Tiny Shakespeare at ``vocab_size=512`` trains in about half a second.
 
         Speed: the text is cut into chunks and each DISTINCT chunk is stored once with its count
         (Tiny Shakespeare: ~300 k chunks, ~15 k distinct). Pair counts are kept up to

@@ -99,8 +99,8 @@ def graded_cell_copied(sol, rel):
     first_test = _tests(sol)[0]
     nb.cells.insert(first_answer + 1, copy.deepcopy(sol.cells[first_answer]))  # same grade id twice
     nb.cells.insert(first_test + 2, copy.deepcopy(sol.cells[first_test]))
-    for cell in nb.cells:
-        cell.pop("id", None)  # a copy made in Jupyter gets a fresh cell id, but keeps nbgrader's grade id
+    for number, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{number}"  # a copy made in Jupyter gets a fresh cell id, but keeps nbgrader's grade id
     return nb, _points(sol, _tests(sol))
 
 

@@ -19,6 +19,9 @@ from course_lib.tokenizers import (
     CharTokenizer,
     GPT2Tokenizer,
     bytes_to_unicode,
+    count_pairs,
+    merge_pair,
+    most_frequent_pair,
 )
 
 EOT = "<|endoftext|>"
@@ -148,6 +151,38 @@ def test_bpe_hand_worked_example():
     assert tok.decode([258, 100, 258, 97, 99]) == "aaabdaaabac"
     # One more merge: all remaining pairs occur once, so the smallest, (97, 99) "ac", wins.
     assert list(BPETokenizer.train("aaabdaaabac", vocab_size=260).merges)[-1] == (97, 99)
+
+
+def test_count_pairs_most_frequent_pair_and_merge_pair():
+    assert count_pairs([1, 1, 1]) == {(1, 1): 2}  # overlapping pairs both count
+    assert count_pairs([5]) == {} and most_frequent_pair([5]) is None and most_frequent_pair([]) is None
+    # Ties go to the smallest pair, not to the one seen first.
+    assert most_frequent_pair([9, 8, 2, 3]) == (2, 3)
+    assert most_frequent_pair([3, 1, 3, 1, 2, 0, 2, 0]) == (2, 0)  # (3,1) 2, (2,0) 2, (1,3) 1
+    assert most_frequent_pair([4, 4, 4, 1, 2, 1, 2]) == (1, 2)  # (4,4) 2 and (1,2) 2
+    ids = [1, 1, 1]
+    assert merge_pair(ids, (1, 1), 7) == [7, 1] and ids == [1, 1, 1]  # left to right, input kept
+    assert merge_pair([1, 1, 1, 1], (1, 1), 7) == [7, 7]
+    assert merge_pair([0, 1, 2, 1, 2], (1, 2), 9) == [0, 9, 9]  # the last pair too
+    assert merge_pair([], (1, 2), 9) == [] and merge_pair([1], (1, 2), 9) == [1]
+    assert merge_pair((b"a", b"b"), (b"a", b"b"), b"ab") == [b"ab"]
+    with pytest.raises(ValueError, match="exactly 2"):
+        merge_pair([1, 2], (1, 2, 3), 9)
+
+
+def test_bpe_training_is_repeated_most_frequent_pair_and_merge_pair():
+    # On a text that is one chunk, each merge of train() is one step of the two functions.
+    text = "the cat sat on the mat; the bat ate the hat, aaaa éé 🙂🙂"
+    tok = BPETokenizer.train(text, vocab_size=256 + 40, pattern=r"[\s\S]+")
+    ids, merges = list(text.encode("utf-8")), []
+    for k in range(40):
+        pair = most_frequent_pair(ids)
+        if pair is None:
+            break
+        merges.append(pair)
+        ids = merge_pair(ids, pair, 256 + k)
+    assert list(tok.merges) == merges
+    assert tok.encode(text) == ids
 
 
 def test_bpe_counts_chunks_with_their_counts_and_never_merges_across_chunks():
