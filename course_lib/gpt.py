@@ -1,0 +1,179 @@
+"""The GPT model, defined in chapter 6 ("Inside the transformer").
+
+Built from the pieces of earlier chapters (chapter 5's :class:`~course_lib.attention.MultiHeadAttention`)
+plus layer normalisation, a GELU feed-forward network and residual connections, arranged as
+GPT-2's pre-norm decoder. Parameter names follow GPT-2 exactly (``transformer.wte``,
+``transformer.h.0.attn.c_attn``, ``transformer.ln_f``, ...) so that weights saved in Hugging
+Face's GPT-2 format load with :func:`load_hf_gpt2` and can be checked logit for logit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from course_lib.attention import AttentionConfig, MultiHeadAttention
+
+__all__ = ["GPT", "GPTConfig", "FeedForward", "LayerNorm", "TransformerBlock", "load_hf_gpt2"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The shape of a GPT. The defaults are GPT-2 small (124 M parameters)."""
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    dropout: float = 0.0
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+    fused_attention: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig.{name} must be positive, got {getattr(self, name)}")
+
+    def attention(self) -> AttentionConfig:
+        return AttentionConfig(self.d_model, self.n_heads, self.context_length, dropout=self.dropout,
+                               bias=self.bias, causal=True, fused=self.fused_attention)
+
+
+class LayerNorm(nn.Module):
+    """Normalise each token vector to mean 0 and variance 1, then scale and shift (learned).
+
+    Written out for reading; it computes what ``nn.LayerNorm`` computes (biased variance).
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight + self.bias if self.bias is not None else x * self.weight
+
+
+class FeedForward(nn.Module):
+    """Per-token MLP: widen 4x, GELU (GPT-2's tanh approximation), project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attention(norm(x)), then x + feed_forward(norm(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.d_model, config.layer_norm_eps, config.bias)
+        self.attn = MultiHeadAttention(config.attention())
+        self.ln_2 = LayerNorm(config.d_model, config.layer_norm_eps, config.bias)
+        self.mlp = FeedForward(config)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.resid_dropout(self.attn(self.ln_1(x)))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, a stack of blocks, a final norm, and an output head tied to the token embedding."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.d_model),
+            wpe=nn.Embedding(config.context_length, config.d_model),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers)),
+            ln_f=LayerNorm(config.d_model, config.layer_norm_eps, config.bias),
+        ))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """(B, T) token ids -> (B, T, vocab_size) logits for the next token at every position."""
+        if idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"GPT expects integer token ids of shape (batch, tokens), got {idx.dtype} {tuple(idx.shape)}")
+        tokens = idx.shape[1]
+        if tokens > self.config.context_length:
+            raise ValueError(f"{tokens} tokens is more than context_length={self.config.context_length}; crop the input")
+        positions = torch.arange(tokens, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B, T, D)
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+
+    def num_parameters(self, include_position_embedding: bool = True) -> int:
+        """Distinct parameters (the tied head counts once)."""
+        total = sum(p.numel() for p in self.parameters())
+        return total if include_position_embedding else total - self.transformer.wpe.weight.numel()
+
+
+# Hugging Face's GPT-2 stores these as Conv1D weights of shape (in, out): nn.Linear wants (out, in).
+_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def load_hf_gpt2(folder: str | Path, fused_attention: bool = True) -> GPT:
+    """Load a GPT-2 checkpoint saved by Hugging Face ``save_pretrained`` (config.json + weights) into :class:`GPT`."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: expected a folder written by save_pretrained()")
+    hf = json.loads(config_file.read_text())
+    config = GPTConfig(
+        vocab_size=hf["vocab_size"], context_length=hf["n_positions"], d_model=hf["n_embd"],
+        n_layers=hf["n_layer"], n_heads=hf["n_head"], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        fused_attention=fused_attention,
+    )
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(folder / "model.safetensors")
+    elif (folder / "pytorch_model.bin").is_file():
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
+    model = GPT(config)
+    ours = model.state_dict()
+    converted = {}
+    for name, tensor in state.items():
+        key = name if name.startswith(("transformer.", "lm_head.")) else f"transformer.{name}"
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # old checkpoints store the causal mask as a buffer; ours is computed
+        if key not in ours:
+            raise KeyError(f"unexpected parameter {name!r} in {folder}")
+        converted[key] = tensor.t() if key.endswith(_TRANSPOSED) else tensor
+    converted.setdefault("lm_head.weight", converted["transformer.wte.weight"])
+    missing = set(ours) - set(converted)
+    if missing:
+        raise KeyError(f"checkpoint in {folder} lacks parameters: {sorted(missing)[:5]}")
+    model.load_state_dict(converted)
+    return model.eval()

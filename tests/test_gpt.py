@@ -1,0 +1,62 @@
+"""course_lib.gpt (chapter 6): shapes, causality, parameter counts, and logit parity with Hugging Face's GPT-2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib.gpt import GPT, GPTConfig, LayerNorm, load_hf_gpt2
+
+TINY = GPTConfig(vocab_size=101, context_length=16, d_model=32, n_layers=2, n_heads=4)
+
+
+def test_layer_norm_equals_torch():
+    x = torch.randn(3, 5, 32, dtype=torch.float64)
+    ours, ref = LayerNorm(32).double(), nn.LayerNorm(32).double()
+    with torch.no_grad():
+        ours.weight.uniform_(); ours.bias.uniform_()
+        ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_shapes_tying_and_causality():
+    torch.manual_seed(0)
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, 101, (2, 16))
+    logits = model(idx)
+    assert logits.shape == (2, 16, 101)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    changed = idx.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 101
+    torch.testing.assert_close(model(changed)[:, :10], logits[:, :10])
+
+
+def test_gpt2_small_has_124m_parameters():
+    with torch.device("meta"):
+        model = GPT(GPTConfig())
+    assert model.num_parameters() == 124_439_808
+
+
+def test_clear_errors():
+    model = GPT(TINY)
+    with pytest.raises(ValueError, match="more than context_length=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"integer token ids of shape \(batch, tokens\)"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="n_layers must be positive"):
+        GPTConfig(n_layers=0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_same_logits_as_hugging_face_gpt2(tmp_path, fused):
+    import transformers  # a test dependency (pip install -e '.[test]'): a missing one fails, never skips
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(vocab_size=101, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    reference = transformers.GPT2LMHeadModel(hf_config).eval()
+    reference.save_pretrained(tmp_path)
+    ours = load_hf_gpt2(tmp_path, fused_attention=fused)
+    idx = torch.randint(0, 101, (3, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx), reference(idx).logits, atol=1e-5, rtol=1e-4)
