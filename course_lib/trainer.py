@@ -1,0 +1,169 @@
+"""A small, general training loop, defined in chapter 7 ("Training an LLM").
+
+The trainer knows nothing about GPT: it takes any ``nn.Module``, a ``loss_fn(model, batch)``, and
+a function ``train_batch(step)`` that returns the batch for a given step. Because the batch depends
+only on the step, a run stopped at a checkpoint and resumed computes exactly what an uninterrupted
+run computes (model, optimizer, schedule position and random state are all saved).
+
+It brings together what the chapter explains one at a time: AdamW with weight-decay groups,
+linear warm-up then cosine decay (:func:`warmup_cosine_lr`), gradient clipping, periodic
+evaluation, checkpoints, and a progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Trainer", "TrainerConfig", "adamw_with_decay_groups", "warmup_cosine_lr"]
+
+
+def warmup_cosine_lr(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up, then cosine decay to ``min_lr``.
+
+    Step 0 gets ``max_lr / warmup_steps``; steps ``warmup_steps - 1`` and ``warmup_steps`` get
+    ``max_lr``; step ``total_steps`` and later get ``min_lr``.
+    """
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and {total_steps}")
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def adamw_with_decay_groups(model: nn.Module, lr: float, weight_decay: float,
+                            betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW that decays matrices (weights, embeddings) but not biases or normalisation gains."""
+    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int
+    max_lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 10
+    checkpoint_path: str | None = None
+    checkpoint_interval: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainingHistory:
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs ``config.max_steps`` optimisation steps of ``loss_fn(model, train_batch(step))``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Any], Tensor],
+        train_batch: Callable[[int], Any],
+        config: TrainerConfig,
+        val_batch: Callable[[int], Any] | None = None,
+    ):
+        self.model, self.loss_fn, self.config = model, loss_fn, config
+        self.train_batch, self.val_batch = train_batch, val_batch
+        self.optimizer = adamw_with_decay_groups(model, config.max_lr, config.weight_decay, config.betas)
+        self.step = 0
+        self.history = TrainingHistory()
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        return warmup_cosine_lr(step, c.max_lr, c.min_lr, c.warmup_steps, c.max_steps)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over ``eval_batches`` validation batches (the same batches every time)."""
+        if self.val_batch is None:
+            raise ValueError("evaluate() needs a val_batch function")
+        was_training = self.model.training
+        self.model.eval()
+        losses = [self.loss_fn(self.model, self.val_batch(i)).item() for i in range(self.config.eval_batches)]
+        self.model.train(was_training)
+        return sum(losses) / len(losses)
+
+    def train_step(self) -> float:
+        """One optimisation step at ``self.step``; returns the training loss."""
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        loss = self.loss_fn(self.model, self.train_batch(self.step))
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.history.steps.append(self.step)
+        self.history.train_loss.append(loss.item())
+        self.history.lr.append(lr)
+        self.step += 1
+        return loss.item()
+
+    def fit(self, until: int | None = None) -> TrainingHistory:
+        """Train up to step ``until`` (default: ``max_steps``), evaluating and checkpointing on the way."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        end = c.max_steps if until is None else min(until, c.max_steps)
+        bar = tqdm(total=end, initial=self.step, disable=not c.progress, desc="training")
+        while self.step < end:
+            loss = self.train_step()
+            bar.update(1)
+            if self.val_batch is not None and (self.step % c.eval_interval == 0 or self.step == c.max_steps):
+                self.history.eval_steps.append(self.step)
+                self.history.val_loss.append(self.evaluate())
+                bar.set_postfix(loss=f"{loss:.3f}", val=f"{self.history.val_loss[-1]:.3f}")
+            if c.checkpoint_path and c.checkpoint_interval and self.step % c.checkpoint_interval == 0:
+                self.save_checkpoint(c.checkpoint_path)
+        bar.close()
+        return self.history
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Everything needed to continue exactly: weights, optimizer, step, history, random state."""
+        path = Path(path)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "history": asdict(self.history),
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(self.config),
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # never leave a half-written checkpoint behind
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.history = TrainingHistory(**state["history"])
+        torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,79 @@
+"""course_lib.trainer (chapter 7): schedule boundaries, decay groups, clipping, exact resume."""
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib.trainer import Trainer, TrainerConfig, adamw_with_decay_groups, warmup_cosine_lr
+
+
+def test_schedule_boundaries():
+    lr = lambda s: warmup_cosine_lr(s, max_lr=1.0, min_lr=0.1, warmup_steps=10, total_steps=110)  # noqa: E731
+    assert lr(0) == pytest.approx(0.1)
+    assert lr(9) == pytest.approx(1.0) and lr(10) == pytest.approx(1.0)
+    assert lr(60) == pytest.approx(0.55)  # half-way through the cosine
+    assert lr(110) == pytest.approx(0.1) and lr(500) == pytest.approx(0.1)
+    assert all(lr(s) >= lr(s + 1) for s in range(10, 120))
+    assert warmup_cosine_lr(0, 1.0, 0.0, 0, 10) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="warmup_steps <= total_steps"):
+        warmup_cosine_lr(0, 1.0, 0.0, 20, 10)
+
+
+class Tiny(nn.Module):
+    """Not a GPT: the trainer must not care."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def batch(step):
+    g = torch.Generator().manual_seed(step)
+    x = torch.randn(8, 4, generator=g)
+    return x, x.sum(dim=1, keepdim=True)
+
+
+def mse(model, b):
+    x, y = b
+    return ((model(x) - y) ** 2).mean()
+
+
+def test_decay_groups():
+    opt = adamw_with_decay_groups(Tiny(), lr=1e-3, weight_decay=0.1)
+    decayed, plain = opt.param_groups
+    assert all(p.dim() == 2 for p in decayed["params"]) and len(decayed["params"]) == 2
+    assert all(p.dim() == 1 for p in plain["params"]) and plain["weight_decay"] == 0.0
+
+
+def test_training_reduces_loss_and_clips():
+    torch.manual_seed(0)
+    cfg = TrainerConfig(max_steps=200, max_lr=1e-2, min_lr=1e-3, warmup_steps=10, eval_interval=50,
+                        eval_batches=4, grad_clip=0.5, progress=False)
+    trainer = Trainer(Tiny(), mse, batch, cfg, val_batch=lambda i: batch(10_000 + i))
+    before = trainer.evaluate()
+    history = trainer.fit()
+    assert history.val_loss[-1] < 0.3 * before
+    assert history.eval_steps == [50, 100, 150, 200]
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = TrainerConfig(max_steps=20, warmup_steps=3, eval_interval=5, eval_batches=2, progress=False,
+                        checkpoint_path=str(tmp_path / "ckpt.pt"), checkpoint_interval=10)
+    torch.manual_seed(0)
+    straight = Trainer(Tiny(), mse, batch, cfg, val_batch=batch)
+    straight.fit()
+
+    torch.manual_seed(0)
+    first = Trainer(Tiny(), mse, batch, cfg, val_batch=batch)
+    first.fit(until=10)  # writes the checkpoint at step 10
+    torch.manual_seed(123)  # the resumed run must not depend on the random state it starts in
+    resumed = Trainer(Tiny(), mse, batch, cfg, val_batch=batch)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    resumed.fit()
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.history.train_loss == straight.history.train_loss
+    assert not (tmp_path / "ckpt.pt.tmp").exists()
