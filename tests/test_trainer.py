@@ -48,7 +48,7 @@ def test_decay_groups():
     assert all(p.dim() == 1 for p in plain["params"]) and plain["weight_decay"] == 0.0
 
 
-def test_training_reduces_loss_and_clips():
+def test_training_reduces_loss_and_evaluates_on_schedule():
     torch.manual_seed(0)
     cfg = TrainerConfig(max_steps=200, max_lr=1e-2, min_lr=1e-3, warmup_steps=10, eval_interval=50,
                         eval_batches=4, grad_clip=0.5, progress=False)
