@@ -2,6 +2,8 @@
 
 Each module says which chapter defines it:
 
+- :mod:`course_lib.model_size` -- chapter 1, parameter counts of transformer configurations (GPT-2, GPT-3).
+- :mod:`course_lib.training_basics` -- chapter 2, gradient descent, accuracy, the digits data and a simple training loop.
 - :mod:`course_lib.data` -- chapters 3-4, the one way to find (and verify, or download) a data file.
 - :mod:`course_lib.language_models` -- chapter 3, bigram counts, a neural bigram, sampling, and the TinyLLM.
 - :mod:`course_lib.tokenizers` -- chapter 4, character, byte-pair (BPE) and GPT-2 tokenizers.

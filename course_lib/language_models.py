@@ -306,6 +306,8 @@ def next_token_examples(ids: Sequence[int] | Tensor, context_length: int, pad_id
         ids = torch.tensor(ids, dtype=torch.long)
     if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
         raise ValueError(f"context_length must be an integer >= 1, got {context_length!r}")
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
+        raise ValueError(f"pad_id must be a token id (an integer >= 0), got {pad_id!r}")
     padded = torch.cat([torch.full((context_length,), pad_id, dtype=torch.long), ids])  # (T + N,)
     # window t of the padded sequence is padded[t : t + T] = the T ids before ids[t]
     contexts = padded.unfold(0, context_length, 1)[: len(ids)]  # (N + 1, T) -> (N, T)

@@ -29,32 +29,52 @@ def book(tmp_path, monkeypatch):
     (tmp_path / "page.md").write_text("# A page that mentions course_lib in prose only\n")
     env = SimpleNamespace(found_docs={"uses", "plain", "page"},
                           doc2path=lambda d: tmp_path / (d + (".md" if d == "page" else ".ipynb")))
-    app = SimpleNamespace(config=SimpleNamespace(nb_execution_cache_path=str(tmp_path / "cache")))
+    app = SimpleNamespace(config=SimpleNamespace(nb_execution_cache_path=str(tmp_path / "cache")),
+                          doctreedir=str(tmp_path / "doctrees"))
     fingerprint = {"value": "v1"}
     monkeypatch.setattr(course_build, "course_lib_fingerprint", lambda: fingerprint["value"])
     return app, env, fingerprint, tmp_path
 
 
+def _build(app, env, added=(), changed=(), succeed=True):
+    outdated = course_build.mark_chapters_outdated(app, env, set(added), set(changed), set())
+    course_build.record_fingerprints(app, None if succeed else RuntimeError("build failed"))
+    return outdated
+
+
 def test_only_course_lib_chapters_rerun_and_only_after_a_change(book):
     app, env, fingerprint, _ = book
-    everything = set(env.found_docs)
-    assert course_build.mark_chapters_outdated(app, env, everything, set(), set()) == []  # first build reads all
-    assert course_build.mark_chapters_outdated(app, env, set(), set(), set()) == []  # nothing changed
+    assert _build(app, env, added=env.found_docs) == []  # first build reads everything anyway
+    assert _build(app, env) == []  # nothing changed
     fingerprint["value"] = "v2"
-    assert course_build.mark_chapters_outdated(app, env, set(), set(), set()) == ["uses"]
-    assert course_build.mark_chapters_outdated(app, env, set(), set(), set()) == []
+    assert _build(app, env, succeed=False) == ["uses"]
+    assert _build(app, env) == ["uses"]  # the failed build did not count
+    assert _build(app, env) == []
+
+
+def test_change_is_noticed_even_when_sphinx_starts_a_fresh_environment(book):
+    app, env, fingerprint, tmp = book
+    _build(app, env, added=env.found_docs)
+    fingerprint["value"] = "v2"
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(tmp / "cache"))
+    cache.cache_notebook_file(tmp / "uses.ipynb", check_validity=False)
+    # A configuration change makes Sphinx treat every page as new: the stale execution must still go.
+    assert _build(app, env, added=env.found_docs) == []
+    assert cache.list_cache_records() == []
 
 
 def test_cached_execution_is_dropped_for_that_chapter_only(book):
     from jupyter_cache import get_cache
 
     app, env, fingerprint, tmp = book
+    _build(app, env, added=env.found_docs)
     cache = get_cache(str(tmp / "cache"))
     for name in ("uses", "plain"):
         cache.cache_notebook_file(tmp / f"{name}.ipynb", check_validity=False)
-    course_build.mark_chapters_outdated(app, env, set(env.found_docs), set(), set())
     fingerprint["value"] = "v2"
-    course_build.mark_chapters_outdated(app, env, set(), set(), set())
+    _build(app, env)
     assert [Path(r.uri).name for r in cache.list_cache_records()] == ["plain.ipynb"]
 
 

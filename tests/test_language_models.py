@@ -14,6 +14,7 @@ from course_lib.language_models import (
     TinyLLM,
     TinyLLMConfig,
     negative_log_likelihood,
+    next_token_examples,
     perplexity,
     sample_with_temperature,
 )
@@ -191,6 +192,64 @@ def test_zero_temperature_is_greedy_and_tiny_is_too():
 def test_bad_temperature_raises(temperature):
     with pytest.raises(ValueError, match=r"finite number >= 0 \(0 = greedy\)"):
         sample_with_temperature(torch.zeros(3), temperature)
+
+
+# ---------------------------------------------------------------------------------------------
+# next_token_examples
+# ---------------------------------------------------------------------------------------------
+
+
+def test_next_token_examples_by_hand():
+    # "emma." with "." = 0, a = 1, e = 5, m = 13: "..." -> e, "..e" -> m, ".em" -> m, "emm" -> a, "mma" -> .
+    contexts, targets = next_token_examples([5, 13, 13, 1, 0], context_length=3, pad_id=0)
+    assert contexts.dtype == targets.dtype == torch.long
+    assert contexts.tolist() == [[0, 0, 0], [0, 0, 5], [0, 5, 13], [5, 13, 13], [13, 13, 1]]
+    assert targets.tolist() == [5, 13, 13, 1, 0]
+    # a window longer than the sequence, and another padding id
+    contexts, targets = next_token_examples([4, 2], context_length=4, pad_id=9)
+    assert contexts.tolist() == [[9, 9, 9, 9], [9, 9, 9, 4]] and targets.tolist() == [4, 2]
+
+
+@pytest.mark.parametrize("context_length", [1, 3, 8])
+def test_next_token_examples_agree_with_sliding_windows(context_length):
+    ids = torch.randint(0, 20, (40,), generator=torch.Generator().manual_seed(context_length))
+    contexts, targets = next_token_examples(ids, context_length)
+    assert contexts.shape == (40, context_length) and torch.equal(targets, ids)
+    # past the padded start, row t is the window that SlidingWindowDataset starts at t - T
+    windows = SlidingWindowDataset(ids, context_length, stride=1)
+    for t in range(context_length, 40):
+        window, shifted = windows[t - context_length]
+        assert torch.equal(contexts[t], window) and targets[t] == shifted[-1]
+    # a list gives the same pairs as a tensor, and the input is not changed
+    as_list = ids.tolist()
+    from_list = next_token_examples(as_list, context_length)
+    assert torch.equal(from_list[0], contexts) and torch.equal(from_list[1], targets) and as_list == ids.tolist()
+
+
+def test_next_token_examples_match_what_generate_sees():
+    # generate() starts from a window of padding: the first training context
+    torch.manual_seed(0)
+    model = TinyLLM(TinyLLMConfig(vocab_size=6, context_length=3, d_embed=2, d_hidden=4, pad_id=5))
+    contexts, _ = next_token_examples([1, 2, 3], 3, pad_id=5)
+    first = model.generate(torch.zeros(1, 0, dtype=torch.long), 1, temperature=0)
+    assert first.item() == model(contexts[:1]).argmax().item()
+
+
+def test_next_token_examples_edge_cases_and_errors():
+    contexts, targets = next_token_examples([], 2)
+    assert contexts.shape == (0, 2) and targets.shape == (0,)
+    with pytest.raises(TypeError, match="not a string"):
+        next_token_examples("emma", 2)
+    with pytest.raises(TypeError, match="integer token ids"):
+        next_token_examples([1.0, 2.0], 2)
+    with pytest.raises(TypeError, match="integer token ids"):
+        next_token_examples(torch.zeros(3), 2)
+    with pytest.raises(ValueError, match="1-D sequence"):
+        next_token_examples(torch.zeros(2, 3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="context_length must be an integer >= 1, got 0"):
+        next_token_examples([1, 2], 0)
+    with pytest.raises(ValueError, match="pad_id must be a token id"):
+        next_token_examples([1, 2], 2, pad_id=-1)
 
 
 # ---------------------------------------------------------------------------------------------

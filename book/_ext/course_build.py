@@ -98,23 +98,35 @@ def _uses_course_lib(path: Path) -> bool:
     return any(c.get("cell_type") == "code" and "course_lib" in "".join(c.get("source", "")) for c in cells)
 
 
+def _fingerprint_file(app: Sphinx) -> Path:
+    # Kept beside the execution cache it describes (the Sphinx environment is rebuilt from
+    # scratch whenever the configuration changes, so it cannot hold this).
+    return Path(app.config.nb_execution_cache_path or app.doctreedir) / "course_lib_fingerprints.json"
+
+
 def mark_chapters_outdated(app: Sphinx, env, added, changed, removed) -> list[str]:
-    """Re-read (and so re-execute) chapters that import course_lib when course_lib changed."""
+    """Re-execute chapters that import course_lib when course_lib changed since their last run."""
     fingerprint = course_lib_fingerprint()
-    previous = getattr(env, "course_lib_fingerprints", {})
-    outdated = []
-    for docname in env.found_docs:
-        path = Path(env.doc2path(docname))
-        if docname in added or not _uses_course_lib(path):
-            continue
-        if previous.get(docname) != fingerprint:
-            outdated.append(docname)
-            _drop_cached_execution(app, path)
-    # Recorded now, saved with the environment only if the build succeeds.
-    env.course_lib_fingerprints = {d: fingerprint for d in env.found_docs if _uses_course_lib(Path(env.doc2path(d)))}
-    if outdated:
-        logger.info(f"course_build: course_lib changed; re-executing {', '.join(sorted(outdated))}")
+    state = _fingerprint_file(app)
+    previous = json.loads(state.read_text()) if state.exists() else {}
+    users = sorted(d for d in env.found_docs if _uses_course_lib(Path(env.doc2path(d))))
+    rerun = [d for d in users if previous.get(d) != fingerprint]
+    for docname in rerun:
+        _drop_cached_execution(app, Path(env.doc2path(docname)))
+    # Written when the build succeeds (record_fingerprints), so a failed build retries.
+    app.course_lib_fingerprints = {d: fingerprint for d in users}
+    outdated = [d for d in rerun if d not in added and d not in changed]
+    if rerun:
+        logger.info(f"course_build: course_lib changed; re-executing {', '.join(rerun)}")
     return outdated
+
+
+def record_fingerprints(app: Sphinx, exception: Exception | None) -> None:
+    fingerprints = getattr(app, "course_lib_fingerprints", None)
+    if exception is None and fingerprints is not None:
+        state = _fingerprint_file(app)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps(fingerprints, indent=1, sort_keys=True))
 
 
 def _drop_cached_execution(app: Sphinx, notebook: Path) -> None:
@@ -132,4 +144,5 @@ def _drop_cached_execution(app: Sphinx, notebook: Path) -> None:
 def setup(app: Sphinx) -> dict:
     app.connect("builder-inited", install_vendor_assets)
     app.connect("env-get-outdated", mark_chapters_outdated)
+    app.connect("build-finished", record_fingerprints)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
