@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from course_lib.attention import AttentionConfig, MultiHeadAttention
 
-__all__ = ["GPT", "GPTConfig", "FeedForward", "LayerNorm", "TransformerBlock", "load_hf_gpt2"]
+__all__ = ["GPT", "GPTConfig", "FeedForward", "LayerNorm", "TransformerBlock", "encoder_decoder_masks", "load_hf_gpt2"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,24 @@ class GPT(nn.Module):
         return total if include_position_embedding else total - self.transformer.wpe.weight.numel()
 
 
+def encoder_decoder_masks(n_source: int, n_target: int, device: torch.device | str | None = None
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+    """The three boolean attention masks of an encoder-decoder transformer (T5), True = may attend.
+
+    Returns ``(encoder, decoder, cross)``: the encoder's self-attention ``(S, S)`` is all True
+    (bidirectional, as in BERT); the decoder's self-attention ``(T, T)`` is causal (as in GPT,
+    :func:`course_lib.attention.causal_mask`); the cross-attention ``(T, S)`` is all True: every
+    target position (query) reads the whole source (keys). S = ``n_source``, T = ``n_target``.
+    """
+    for name, value in (("n_source", n_source), ("n_target", n_target)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"encoder_decoder_masks: {name} must be a positive int, got {value!r}")
+    encoder = torch.ones(n_source, n_source, dtype=torch.bool, device=device)
+    decoder = torch.ones(n_target, n_target, dtype=torch.bool, device=device).tril()
+    cross = torch.ones(n_target, n_source, dtype=torch.bool, device=device)
+    return encoder, decoder, cross
+
+
 # Hugging Face's GPT-2 stores these as Conv1D weights of shape (in, out): nn.Linear wants (out, in).
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -148,6 +166,13 @@ def load_hf_gpt2(folder: str | Path, fused_attention: bool = True) -> GPT:
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: expected a folder written by save_pretrained()")
     hf = json.loads(config_file.read_text())
+    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+        raise ValueError(f"{config_file}: n_inner={hf['n_inner']}, but GPT's feed-forward width is 4 * n_embd")
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"{config_file}: activation_function={hf['activation_function']!r}, "
+                         "but GPT uses GPT-2's tanh-approximated GELU ('gelu_new')")
+    if hf.get("scale_attn_by_inverse_layer_idx", False) or not hf.get("scale_attn_weights", True):
+        raise ValueError(f"{config_file}: GPT scales attention scores by 1/sqrt(head width) only, as GPT-2 does")
     config = GPTConfig(
         vocab_size=hf["vocab_size"], context_length=hf["n_positions"], d_model=hf["n_embd"],
         n_layers=hf["n_layer"], n_heads=hf["n_head"], layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
@@ -171,7 +196,12 @@ def load_hf_gpt2(folder: str | Path, fused_attention: bool = True) -> GPT:
         if key not in ours:
             raise KeyError(f"unexpected parameter {name!r} in {folder}")
         converted[key] = tensor.t() if key.endswith(_TRANSPOSED) else tensor
-    converted.setdefault("lm_head.weight", converted["transformer.wte.weight"])
+    embedding = converted.get("transformer.wte.weight")
+    if embedding is not None:
+        head = converted.setdefault("lm_head.weight", embedding)  # tied checkpoints often store it once
+        if not torch.equal(head, embedding):
+            raise ValueError(f"the checkpoint in {folder} has an output head that differs from its token "
+                             "embedding; GPT ties the two (as GPT-2 does) and cannot load an untied head")
     missing = set(ours) - set(converted)
     if missing:
         raise KeyError(f"checkpoint in {folder} lacks parameters: {sorted(missing)[:5]}")

@@ -60,3 +60,47 @@ def test_same_logits_as_hugging_face_gpt2(tmp_path, fused):
     idx = torch.randint(0, 101, (3, 16))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx), reference(idx).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_encoder_decoder_masks():
+    from course_lib.attention import causal_mask
+    from course_lib.gpt import encoder_decoder_masks
+
+    encoder, decoder, cross = encoder_decoder_masks(5, 3)
+    assert encoder.dtype == decoder.dtype == cross.dtype == torch.bool
+    assert encoder.shape == (5, 5) and bool(encoder.all())  # bidirectional
+    assert torch.equal(decoder, causal_mask(3))  # causal, diagonal included
+    assert cross.shape == (3, 5) and bool(cross.all())  # (target queries, source keys)
+    with pytest.raises(ValueError, match="n_target must be a positive int"):
+        encoder_decoder_masks(2, 0)
+
+
+def _save_tiny_hf_gpt2(folder, **overrides):
+    import transformers
+
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(vocab_size=101, n_positions=16, n_embd=32, n_layer=2, n_head=4,
+                                        bos_token_id=0, eos_token_id=0, **overrides)
+    transformers.GPT2LMHeadModel(hf_config).save_pretrained(folder)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"n_inner": 64}, "n_inner=64"),
+    ({"activation_function": "relu"}, "activation_function='relu'"),
+    ({"scale_attn_by_inverse_layer_idx": True}, "1/sqrt"),
+])
+def test_checkpoints_of_another_shape_are_refused(tmp_path, overrides, message):
+    _save_tiny_hf_gpt2(tmp_path, **overrides)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        load_hf_gpt2(tmp_path)
+
+
+def test_untied_head_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _save_tiny_hf_gpt2(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["lm_head.weight"] = state["transformer.wte.weight"] + 1.0
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="untied head"):
+        load_hf_gpt2(tmp_path)

@@ -98,14 +98,15 @@ def _notebook_text(path: Path) -> str:
 
 
 def _solution_only_lines() -> set[str]:
-    """Distinctive lines of solution code and hidden tests: in solutions/, not in the release or a chapter.
+    """Distinctive lines of solution code and hidden tests: in solutions/, in no release and no chapter.
 
-    A line a chapter also shows (an import, a formula the chapter derives) is public course text.
+    A line a chapter or a released exercise also shows (an import, a formula the chapter derives)
+    is public course text.
     """
     lines: set[str] = set()
-    chapters = "\n".join(_notebook_text(p) for p in (ROOT / "book").glob("*.ipynb"))
+    public = [*(ROOT / "book").glob("*.ipynb"), *EXERCISES.rglob("*.ipynb")]
+    released = "\n".join(_notebook_text(p) for p in public)
     for source in SOLUTIONS.rglob("*.ipynb"):
-        released = _notebook_text(EXERCISES / source.relative_to(SOLUTIONS)) + "\n" + chapters
         for cell in json.loads(source.read_text(encoding="utf-8"))["cells"]:
             inside = False
             for line in "".join(cell["source"]).splitlines():
