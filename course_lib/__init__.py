@@ -13,6 +13,7 @@ Each module says which chapter defines it:
 - :mod:`course_lib.gpt` -- chapter 6, the GPT model (GPT-2 parameter names; loads Hugging Face GPT-2 weights).
 - :mod:`course_lib.trainer` -- chapter 7, a model-agnostic trainer: AdamW groups, warm-up + cosine, clipping, exact resume.
 - :mod:`course_lib.generation` -- chapter 7, decoding: greedy, temperature, top-k, top-p, and generate().
+- :mod:`course_lib.finetuning` -- chapter 8, classification head, instruction format and loss mask, LoRA.
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
 - :mod:`course_lib.grading` -- instructor side: nbgrader preprocessors that keep hostile submissions gradable.

@@ -5,9 +5,10 @@ a function ``train_batch(step)`` that returns the batch for a given step. Becaus
 only on the step, a run stopped at a checkpoint and resumed computes exactly what an uninterrupted
 run computes (model, optimizer, schedule position and random state are all saved).
 
-It brings together what the chapter explains one at a time: AdamW with weight-decay groups,
-linear warm-up then cosine decay (:func:`warmup_cosine_lr`), gradient clipping, periodic
-evaluation, checkpoints, and a progress bar.
+It brings together what the chapter explains one at a time: the next-token loss
+(:func:`next_token_loss`), one optimisation step (:func:`optimization_step`: forward, loss,
+backward, clip, update, clear the gradients), AdamW with weight-decay groups, linear warm-up then
+cosine decay (:func:`warmup_cosine_lr`), periodic evaluation, checkpoints, and a progress bar.
 """
 
 from __future__ import annotations
@@ -21,7 +22,59 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Trainer", "TrainerConfig", "adamw_with_decay_groups", "warmup_cosine_lr"]
+__all__ = [
+    "Trainer",
+    "TrainerConfig",
+    "TrainingHistory",
+    "adamw_with_decay_groups",
+    "language_model_loss",
+    "next_token_loss",
+    "optimization_step",
+    "warmup_cosine_lr",
+]
+
+
+def next_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy over every position of every sequence: (B, T, V) logits, (B, T) targets.
+
+    ``targets[b, t]`` is the token that follows input position ``t`` (the targets are already
+    shifted, as :class:`~course_lib.datasets.SlidingWindowDataset` makes them), so no shifting
+    happens here. ``F.cross_entropy`` wants the classes on axis 1, so both are flattened to
+    (B*T, V) and (B*T,) first.
+    """
+    if logits.dim() < 2 or logits.shape[:-1] != targets.shape:
+        raise ValueError(f"expected logits (..., V) and targets (...) with the same leading shape, "
+                         f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}")
+    if targets.is_floating_point():
+        raise TypeError(f"targets must be integer token ids, got dtype {targets.dtype}")
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def language_model_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """``loss_fn`` for :class:`Trainer`: the next-token loss of ``model(inputs)`` for ``(inputs, targets)``."""
+    inputs, targets = batch
+    return next_token_loss(model(inputs), targets)
+
+
+def optimization_step(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    batch: Any,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float | None = None,
+) -> tuple[float, float]:
+    """One step: loss, backward, clip the global gradient norm, update, clear the gradients.
+
+    Returns ``(loss, grad_norm)``: the loss before the update and the gradient norm before
+    clipping. With ``grad_clip=None`` nothing is clipped (the norm is still measured).
+    """
+    loss = loss_fn(model, batch)
+    loss.backward()
+    max_norm = float("inf") if grad_clip is None else grad_clip  # inf: measure, scale by 1.0
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), float(grad_norm)
 
 
 def warmup_cosine_lr(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -72,6 +125,7 @@ class TrainingHistory:
     steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # before clipping
     eval_steps: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
 
@@ -114,17 +168,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss = self.loss_fn(self.model, self.train_batch(self.step))
-        loss.backward()
-        if self.config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        loss, grad_norm = optimization_step(self.model, self.loss_fn, self.train_batch(self.step),
+                                            self.optimizer, self.config.grad_clip)
         self.history.steps.append(self.step)
-        self.history.train_loss.append(loss.item())
+        self.history.train_loss.append(loss)
         self.history.lr.append(lr)
+        self.history.grad_norm.append(grad_norm)
         self.step += 1
-        return loss.item()
+        return loss
 
     def fit(self, until: int | None = None) -> TrainingHistory:
         """Train up to step ``until`` (default: ``max_steps``), evaluating and checkpointing on the way."""

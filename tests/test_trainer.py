@@ -1,10 +1,45 @@
-"""course_lib.trainer (chapter 7): schedule boundaries, decay groups, clipping, exact resume."""
+"""course_lib.trainer (chapter 7): loss, one step, schedule boundaries, decay groups, clipping, exact resume."""
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from course_lib.trainer import Trainer, TrainerConfig, adamw_with_decay_groups, warmup_cosine_lr
+from course_lib.trainer import (
+    Trainer,
+    TrainerConfig,
+    adamw_with_decay_groups,
+    language_model_loss,
+    next_token_loss,
+    optimization_step,
+    warmup_cosine_lr,
+)
+
+
+def test_next_token_loss_is_the_mean_over_all_positions():
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(3, 5, 7, generator=g), torch.randint(0, 7, (3, 5), generator=g)
+    by_hand = -torch.log_softmax(logits, -1).gather(-1, targets[..., None]).mean()
+    torch.testing.assert_close(next_token_loss(logits, targets), by_hand)
+    assert next_token_loss(torch.zeros(2, 4, 11), targets[:2, :4]).item() == pytest.approx(math.log(11))
+    with pytest.raises(ValueError, match="same leading shape"):
+        next_token_loss(logits, targets[:, 1:])
+    with pytest.raises(TypeError, match="integer token ids"):
+        next_token_loss(logits, targets.float())
+
+
+def test_optimization_step_clips_before_the_update_and_clears_gradients():
+    torch.manual_seed(0)
+    model = nn.Embedding(7, 7)
+    start = model.weight.detach().clone()
+    batch = (torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]]))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    loss, norm = optimization_step(model, language_model_loss, batch, opt, grad_clip=1e-3)
+    assert model.weight.grad is None
+    assert loss == pytest.approx(language_model_loss(nn.Embedding.from_pretrained(start), batch).item())
+    assert norm > 1e-3  # measured before clipping ...
+    assert (model.weight.detach() - start).norm().item() == pytest.approx(1e-3, rel=1e-4)  # ... the update after
 
 
 def test_schedule_boundaries():
@@ -57,6 +92,7 @@ def test_training_reduces_loss_and_evaluates_on_schedule():
     history = trainer.fit()
     assert history.val_loss[-1] < 0.3 * before
     assert history.eval_steps == [50, 100, 150, 200]
+    assert len(history.grad_norm) == 200 and all(n > 0 for n in history.grad_norm)
 
 
 def test_resume_is_exact(tmp_path):
