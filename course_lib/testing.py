@@ -28,8 +28,10 @@ from torch import Tensor
 __all__ = [
     "check_causal",
     "check_finite",
+    "check_ids",
     "check_linear",
     "check_no_lookahead",
+    "check_pair",
     "check_rows_sum_to_one",
     "check_shape",
     "check_tensor",
@@ -373,3 +375,30 @@ def check_linear(
         )
     if (layer.bias is not None) != bias:
         _fail(f"{name}.{attribute}: expected bias={bias}, got bias={layer.bias is not None}")
+
+
+def check_ids(got: Any, expected: Sequence[int], name: str = "result", hint: str | None = None) -> None:
+    """Fail unless ``got`` is a list (or tuple) of ints equal to ``expected``; say where it differs.
+
+    Defined for chapter 4's tokenizer exercises.
+    """
+    if got is None:
+        _fail(f"{name} returned None, expected a list of ids; did you forget `return`?")
+    if not isinstance(got, (list, tuple)):
+        _fail(f"{name} returned {type(got).__name__}, expected a list of ints")
+    got, expected = list(got), list(expected)
+    if got == expected:
+        return
+    shown = f"\n  got      {got}\n  expected {expected}" if len(expected) <= 30 and len(got) <= 30 else ""
+    if len(got) != len(expected):
+        _fail(f"{name}: expected {len(expected)} ids, got {len(got)}{shown}", hint)
+    where = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
+    _fail(f"{name}: the ids differ, first at index {where}: got {got[where]!r}, expected {expected[where]!r}{shown}", hint)
+
+
+def check_pair(got: Any, expected: tuple[int, int] | None, name: str = "result", hint: str | None = None) -> None:
+    """Fail unless ``got`` is the pair ``expected`` (a list of two is accepted), or both are None."""
+    if isinstance(got, list):
+        got = tuple(got)
+    if got != expected:
+        _fail(f"{name}: expected {expected!r}, got {got!r}", hint)

@@ -242,3 +242,20 @@ def test_seeded_builds_the_same_module_and_restores_the_rng():
     with seeded(3):
         second = nn.Linear(4, 3).weight.detach().clone()
     assert torch.equal(first, second)
+
+
+def test_check_ids_and_check_pair_messages():
+    from course_lib.testing import check_ids, check_pair
+
+    check_ids([1, 2, 3], [1, 2, 3], "encode(text)")
+    check_ids((1, 2), [1, 2], "encode(text)")
+    with pytest.raises(AssertionError, match="did you forget `return`"):
+        check_ids(None, [1], "encode(text)")
+    with pytest.raises(AssertionError, match="expected 3 ids, got 2"):
+        check_ids([1, 2], [1, 2, 3], "encode(text)")
+    with pytest.raises(AssertionError, match=r"first at index 1: got 5, expected 2(.|\n)*Hint: merge order"):
+        check_ids([1, 5, 3], [1, 2, 3], "encode(text)", hint="merge order")
+    check_pair([3, 4], (3, 4), "most_frequent_pair(ids)")
+    check_pair(None, None, "most_frequent_pair([])")
+    with pytest.raises(AssertionError, match=r"expected \(3, 4\), got \(4, 3\)"):
+        check_pair((4, 3), (3, 4), "most_frequent_pair(ids)")
