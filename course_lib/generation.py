@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from course_lib.language_models import sample_with_temperature
+
 __all__ = ["apply_temperature", "generate", "greedy", "sample_next", "top_k_filter", "top_p_filter"]
 
 
@@ -67,8 +69,8 @@ def sample_next(
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    # Chapter 3's sampler draws from softmax(logits); the temperature is already applied.
+    return sample_with_temperature(logits, 1.0, generator)
 
 
 @torch.no_grad()
