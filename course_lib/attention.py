@@ -31,6 +31,7 @@ __all__ = [
     "attention_scores",
     "attention_weights",
     "causal_mask",
+    "fused_attention",
     "merge_heads",
     "scaled_dot_product_attention",
     "split_heads",
@@ -226,6 +227,21 @@ class AttentionConfig:
         return self.d_model // self.n_heads
 
 
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, causal: bool = True) -> Tensor:
+    """``F.scaled_dot_product_attention``, kept in float32 on a CPU when the inputs are bfloat16/float16.
+
+    Under ``torch.autocast("cpu", torch.bfloat16)`` the projections arrive in bfloat16. PyTorch 2.13's
+    CPU flash-attention backward is then about eight times slower than in float32 at these small head
+    widths (bench/train_throughput.py), so the attention itself runs in float32 and its result is cast
+    back; the matrix products around it keep the bfloat16 speed-up.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p, is_causal=causal)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
+
+
 class MultiHeadAttention(nn.Module):
     """H heads of scaled dot-product attention in parallel, then an output projection.
 
@@ -251,7 +267,7 @@ class MultiHeadAttention(nn.Module):
             weights = attention_weights(q, k, causal=cfg.causal)  # (B, H, T, T)
             context = F.dropout(weights, dropout_p, self.training) @ v  # (B, H, T, Dh)
         elif cfg.fused:
-            context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=cfg.causal)
+            context = fused_attention(q, k, v, dropout_p=dropout_p, causal=cfg.causal)
         else:
             context = scaled_dot_product_attention(q, k, v, causal=cfg.causal, dropout_p=dropout_p)
         out = self.c_proj(merge_heads(context))  # (B, T, D)

@@ -27,6 +27,7 @@ __all__ = [
     "TrainerConfig",
     "TrainingHistory",
     "adamw_with_decay_groups",
+    "autocast",
     "language_model_loss",
     "next_token_loss",
     "optimization_step",
@@ -56,19 +57,35 @@ def language_model_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tenso
     return next_token_loss(model(inputs), targets)
 
 
+def autocast(model: nn.Module, precision: str = "fp32") -> torch.autocast:
+    """The ``torch.autocast`` context for ``precision``: ``"fp32"`` (off) or ``"bf16"`` (mixed precision).
+
+    Under ``"bf16"`` matrix products run in bfloat16 while the weights, their gradients and the
+    optimizer state stay float32. CPUs with AMX (and recent GPUs) multiply bfloat16 matrices
+    several times faster than float32 ones.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def optimization_step(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, Any], Tensor],
     batch: Any,
     optimizer: torch.optim.Optimizer,
     grad_clip: float | None = None,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
     """One step: loss, backward, clip the global gradient norm, update, clear the gradients.
 
     Returns ``(loss, grad_norm)``: the loss before the update and the gradient norm before
     clipping. With ``grad_clip=None`` nothing is clipped (the norm is still measured).
+    ``precision="bf16"`` computes the loss under bfloat16 autocast (see :func:`autocast`).
     """
-    loss = loss_fn(model, batch)
+    with autocast(model, precision):
+        loss = loss_fn(model, batch)
     loss.backward()
     max_norm = float("inf") if grad_clip is None else grad_clip  # inf: measure, scale by 1.0
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -95,13 +112,18 @@ def warmup_cosine_lr(step: int, max_lr: float, min_lr: float, warmup_steps: int,
 
 def adamw_with_decay_groups(model: nn.Module, lr: float, weight_decay: float,
                             betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW that decays matrices (weights, embeddings) but not biases or normalisation gains."""
+    """AdamW that decays matrices (weights, embeddings) but not biases or normalisation gains.
+
+    PyTorch's fused AdamW updates every parameter in one kernel instead of a dozen operations per
+    tensor; for small models, where those operations dominate the update, it is the faster choice.
+    """
     params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
 @dataclass
@@ -113,6 +135,7 @@ class TrainerConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = 1.0
+    precision: str = "fp32"  # or "bf16": mixed precision, see autocast()
     eval_interval: int = 100
     eval_batches: int = 10
     checkpoint_path: str | None = None
@@ -158,7 +181,8 @@ class Trainer:
             raise ValueError("evaluate() needs a val_batch function")
         was_training = self.model.training
         self.model.eval()
-        losses = [self.loss_fn(self.model, self.val_batch(i)).item() for i in range(self.config.eval_batches)]
+        with autocast(self.model, self.config.precision):
+            losses = [self.loss_fn(self.model, self.val_batch(i)).item() for i in range(self.config.eval_batches)]
         self.model.train(was_training)
         return sum(losses) / len(losses)
 
@@ -169,7 +193,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         loss, grad_norm = optimization_step(self.model, self.loss_fn, self.train_batch(self.step),
-                                            self.optimizer, self.config.grad_clip)
+                                            self.optimizer, self.config.grad_clip, self.config.precision)
         self.history.steps.append(self.step)
         self.history.train_loss.append(loss)
         self.history.lr.append(lr)
