@@ -12,6 +12,7 @@ from course_lib.attention import (
     SimpleSelfAttention,
     attention_weights,
     causal_mask,
+    fused_attention,
     merge_heads,
     scaled_dot_product_attention,
     split_heads,
@@ -158,3 +159,17 @@ def test_clear_errors_for_wrong_shapes():
         AttentionConfig(d_model=8, n_heads=0, context_length=4)
     with pytest.raises(TypeError, match="bool"):
         attention_weights(torch.randn(2, 4), torch.randn(2, 4), mask=torch.ones(2, 2))
+
+
+def test_fused_attention_runs_bfloat16_inputs_in_float32_on_cpu():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    low = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_attention(*low, causal=True)
+    assert out.dtype == torch.bfloat16
+    # Only the inputs' and the output's rounding to bfloat16 (8 bits of mantissa) separate the two.
+    torch.testing.assert_close(out.float(), exact, atol=2e-2, rtol=2e-2)
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in low)

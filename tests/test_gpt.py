@@ -20,6 +20,16 @@ def test_layer_norm_equals_torch():
     torch.testing.assert_close(ours(x), ref(x))
 
 
+def test_activation_choice():
+    x = torch.linspace(-3, 3, 50)
+    tanh_mlp = GPT(TINY).transformer.h[0].mlp
+    exact_mlp = GPT(GPTConfig(**{**TINY.__dict__, "activation": "gelu"})).transformer.h[0].mlp
+    torch.testing.assert_close(tanh_mlp.gelu(x), nn.functional.gelu(x, approximate="tanh"))
+    torch.testing.assert_close(exact_mlp.gelu(x), nn.functional.gelu(x))
+    with pytest.raises(ValueError, match="activation must be 'gelu_tanh'.*got 'relu'"):
+        GPTConfig(activation="relu")
+
+
 def test_shapes_tying_and_causality():
     torch.manual_seed(0)
     model = GPT(TINY).eval()

@@ -95,6 +95,19 @@ def test_training_reduces_loss_and_evaluates_on_schedule():
     assert len(history.grad_norm) == 200 and all(n > 0 for n in history.grad_norm)
 
 
+def test_bf16_precision_trains_with_float32_weights():
+    torch.manual_seed(0)
+    cfg = TrainerConfig(max_steps=100, max_lr=1e-2, min_lr=1e-3, warmup_steps=5, eval_interval=50,
+                        eval_batches=2, precision="bf16", progress=False)
+    trainer = Trainer(Tiny(), mse, batch, cfg, val_batch=lambda i: batch(10_000 + i))
+    before = trainer.evaluate()
+    trainer.fit()
+    assert trainer.history.val_loss[-1] < 0.5 * before
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
+        optimization_step(Tiny(), mse, batch(0), trainer.optimizer, precision="fp16")
+
+
 def test_resume_is_exact(tmp_path):
     cfg = TrainerConfig(max_steps=20, warmup_steps=3, eval_interval=5, eval_batches=2, progress=False,
                         checkpoint_path=str(tmp_path / "ckpt.pt"), checkpoint_interval=10)
