@@ -231,9 +231,9 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, cau
     """``F.scaled_dot_product_attention``, kept in float32 on a CPU when the inputs are bfloat16/float16.
 
     Under ``torch.autocast("cpu", torch.bfloat16)`` the projections arrive in bfloat16. PyTorch 2.13's
-    CPU flash-attention backward is then about eight times slower than in float32 at these small head
-    widths (bench/train_throughput.py), so the attention itself runs in float32 and its result is cast
-    back; the matrix products around it keep the bfloat16 speed-up.
+    CPU flash-attention backward is then several times slower than in float32 at the course's small
+    head widths (we profiled it while writing bench/train_throughput.py), so the attention itself runs
+    in float32 and its result is cast back; the matrix products around it keep the bfloat16 speed-up.
     """
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):

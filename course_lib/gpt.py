@@ -36,7 +36,7 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
     fused_attention: bool = True
     # "gelu_tanh": GPT-2's tanh approximation (needed to load its weights); "gelu": the exact x * Phi(x),
-    # which PyTorch 2.13 computes several times faster on a CPU (bench/train_throughput.py).
+    # which PyTorch 2.13 computes faster on a CPU (compare the two architectures in bench/train_throughput.py).
     activation: str = "gelu_tanh"
 
     def __post_init__(self) -> None:
@@ -55,9 +55,9 @@ class LayerNorm(nn.Module):
     """Normalise each token vector to mean 0 and variance 1, then scale and shift (learned).
 
     Chapter 6 writes the formula out as ``MyLayerNorm`` (mean, biased variance, divide, scale,
-    shift). Here the same computation is one call to ``F.layer_norm``: six elementwise operations
-    and their backward passes become one fused kernel, which made training the reference model of
-    ``bench/train_throughput.py`` about a quarter faster on a 2-core CPU.
+    shift). Here the same computation is one call to ``F.layer_norm``: one fused kernel forward and
+    one backward instead of six elementwise passes over the activations and their gradients, which
+    matters on a CPU, where small models spend much of each step outside the matrix products.
     """
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
