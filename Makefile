@@ -10,7 +10,7 @@ PYTHON ?= python3
 # The environment's commands first (nbgrader itself runs `alembic` by name).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: book serve test exercises clean
+.PHONY: book serve test exercises grade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: $(STAMP)
 # Regenerate the student notebooks in exercises/ from solutions/ (never edit exercises/ by hand).
 exercises: $(STAMP)
 	for dir in solutions/*/; do $(VENV)/bin/nbgrader generate_assignment "$$(basename "$$dir")" --force || exit 1; done
+
+# Autograde every submission of one assignment with JOBS worker processes (default: one per CPU):
+#   make grade ASSIGNMENT=ch05_attention [JOBS=2]
+# Same result as `nbgrader autograde ASSIGNMENT`; see "Grading a large class" in book/instructor_guide.md.
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make grade ASSIGNMENT=<assignment, e.g. ch05_attention> [JOBS=N]"; exit 2; }
+	$(PY) -m course_lib.parallel_grading $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS))
 
 clean:
 	rm -rf _build book/_static/vendor

@@ -14,9 +14,11 @@ Each module says which chapter defines it:
 - :mod:`course_lib.trainer` -- chapter 7, a model-agnostic trainer: AdamW groups, warm-up + cosine, clipping, exact resume.
 - :mod:`course_lib.generation` -- chapter 7, decoding: greedy, temperature, top-k, top-p, and generate().
 - :mod:`course_lib.finetuning` -- chapter 8, classification head, instruction format and loss mask, LoRA.
+- :mod:`course_lib.distributed` -- appendix "Scaling up", data-parallel training under torchrun (DDP).
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
 - :mod:`course_lib.grading` -- instructor side: nbgrader preprocessors that keep hostile submissions gradable.
+- :mod:`course_lib.parallel_grading` -- instructor side: ``python -m course_lib.parallel_grading ASSIGNMENT --jobs N``.
 """
 
 __version__ = "0.1.0"
