@@ -1,8 +1,9 @@
 """Training throughput of course_lib's GPT: tokens/s and achieved FLOP/s (issue: performance and scale).
 
 Reference configuration: 4 layers, 4 heads, width 128, context 64, batch 12, character-level Tiny
-Shakespeare, no dropout. Each setting times full training steps (forward, backward, gradient
-clipping, fused AdamW) in a fresh process, so that its peak memory is its own, and reports:
+Shakespeare, no dropout. Each setting times three rounds of full training steps (forward,
+backward, gradient clipping, fused AdamW) in a fresh process, so that its peak memory is its own,
+and reports, for the median round:
 
 - ``tokens_per_s``: batch x context tokens per step, over the timed steps;
 - ``tflops``: achieved FLOP/s, counting the matrix-product FLOPs of one training step with
@@ -17,7 +18,7 @@ biases; what the chapters train) and ``fast`` (exact GELU, no biases; the course
 A larger model (6 layers, width 384, context 256, batch 8) shows whether bfloat16 pays as the
 matrices grow. Prints one JSON object per setting and a one-line summary.
 
-    python bench/train_throughput.py [--steps 60] [--threads 2] [--quick] [--save]
+    python bench/train_throughput.py [--steps 30] [--threads 2] [--quick] [--save]
 
 ``--save`` writes the results to ``bench/results/train_throughput.json`` (read by the book's
 performance page).
@@ -87,10 +88,14 @@ def measure(size: str, arch: str, fused: bool, bf16: bool, steps: int, warmup: i
         step()  # also the first warm-up step
     for _ in range(warmup - 1):
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - start
+    # Three rounds; the median round is reported, so that one hiccup of a shared machine does not decide.
+    rounds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rounds.append(time.perf_counter() - start)
+    seconds = sorted(rounds)[1]
     flops = counter.get_total_flops() * steps / seconds
     return {
         "size": size, "arch": arch, "attention": "fused" if fused else "readable",
@@ -111,7 +116,7 @@ SETTINGS = [(size, arch, fused, bf16)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=60, help="timed steps at the reference size")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round at the reference size")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--quick", action="store_true", help="reference size, fast architecture only")
@@ -121,7 +126,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.one:
         size, arch, fused, bf16 = json.loads(args.one)
-        steps, warmup = (args.steps, args.warmup) if size == "reference" else (max(3, args.steps // 12), 2)
+        steps, warmup = (args.steps, args.warmup) if size == "reference" else (max(2, args.steps // 10), 2)
         print(json.dumps(measure(size, arch, fused, bf16, steps, warmup)))
         return
 
