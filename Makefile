@@ -10,7 +10,7 @@ PYTHON ?= python3
 # The environment's commands first (nbgrader itself runs `alembic` by name).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: book serve test exercises grade clean
+.PHONY: book serve test exercises grade bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ exercises: $(STAMP)
 grade: $(STAMP)
 	@test -n "$(ASSIGNMENT)" || { echo "usage: make grade ASSIGNMENT=<assignment, e.g. ch05_attention> [JOBS=N]"; exit 2; }
 	$(PY) -m course_lib.parallel_grading $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS))
+
+# Re-measure every figure of the performance page and the README (about 20 minutes; needs an idle machine).
+bench: $(STAMP)
+	$(PY) bench/train_throughput.py --save
+	rm -f bench/results/loss_at_budget.json
+	$(PY) bench/loss_at_budget.py --save
+	$(PY) bench/loss_at_budget.py --save --tag baseline --recipe '{"batch": 12, "max_lr": 1e-3, "min_lr": 1e-4}'
+	$(PY) bench/autograde.py --save
+	$(PY) bench/book_build.py --save
+	$(PY) bench/summary.py --readme
 
 clean:
 	rm -rf _build book/_static/vendor
