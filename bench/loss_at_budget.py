@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,6 +65,15 @@ class Recipe:
     seed: int = 0
 
 
+def random_windows(ids: torch.Tensor, n: int, context: int, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` windows of ``context`` ids from random places, and the ids that follow each: (n, T) twice."""
+    starts = torch.randint(0, len(ids) - context - 1, (n,), generator=generator)
+    x = torch.stack([ids[s:s + context] for s in starts])  # (n, T)
+    y = torch.stack([ids[s + 1:s + context + 1] for s in starts])  # (n, T)
+    return x, y
+
+
 @torch.no_grad()
 def full_val_loss(model: GPT, val: torch.Tensor, context: int, precision: str, batch: int = 64) -> float:
     """Mean next-token loss over every position of ``val``, in non-overlapping windows."""
@@ -76,7 +84,8 @@ def full_val_loss(model: GPT, val: torch.Tensor, context: int, precision: str, b
     total = 0.0
     with autocast(model, precision):
         for i in range(0, n, batch):
-            total += next_token_loss(model(x[i:i + batch]), y[i:i + batch]).float().item() * len(x[i:i + batch])
+            rows = slice(i, i + batch)
+            total += next_token_loss(model(x[rows]), y[rows]).float().item() * len(x[rows])
     model.train()
     return total / n
 
@@ -95,9 +104,7 @@ def train(recipe: Recipe, budget_s: float, eval_every_s: float = 5.0, steps: int
     gen = torch.Generator().manual_seed(recipe.seed)
     ctx, ticks = recipe.context_length, 10_000  # the clock's progress, in ticks of the schedule
     # A fixed sample of validation windows for the curve (the final number uses the whole split).
-    curve_starts = torch.randint(0, len(val_ids) - ctx - 1, (8 * recipe.batch,), generator=torch.Generator().manual_seed(1))
-    curve_x = torch.stack([val_ids[s:s + ctx] for s in curve_starts])
-    curve_y = torch.stack([val_ids[s + 1:s + ctx + 1] for s in curve_starts])
+    curve_x, curve_y = random_windows(val_ids, 8 * recipe.batch, ctx, torch.Generator().manual_seed(1))
 
     def curve_loss() -> float:
         model.eval()
@@ -115,10 +122,8 @@ def train(recipe: Recipe, budget_s: float, eval_every_s: float = 5.0, steps: int
         lr = warmup_cosine_lr(tick, recipe.max_lr, recipe.min_lr, int(recipe.warmup_fraction * ticks), ticks)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        starts = torch.randint(0, len(train_ids) - ctx - 1, (recipe.batch,), generator=gen)
-        x = torch.stack([train_ids[s:s + ctx] for s in starts])  # (B, T)
-        y = torch.stack([train_ids[s + 1:s + ctx + 1] for s in starts])  # (B, T)
-        loss, _ = optimization_step(model, language_model_loss, (x, y), optimizer, recipe.grad_clip, recipe.precision)
+        batch = random_windows(train_ids, recipe.batch, ctx, gen)
+        loss, _ = optimization_step(model, language_model_loss, batch, optimizer, recipe.grad_clip, recipe.precision)
         spent += time.perf_counter() - start
         step += 1
         if step % 10 == 0:
@@ -184,8 +189,7 @@ def main() -> None:
         out.write_text(json.dumps(runs, indent=1) + "\n")
         plot(runs, ROOT / "book" / "figures" / "loss_at_budget.png")
     print(f"summary: validation loss {result['val_loss']:.3f} after {result['train_seconds']:.0f} s of training "
-          f"({result['steps']} steps, {result['tokens_per_s']:,} tok/s, {result['parameters']:,} parameters)",
-          file=sys.stdout)
+          f"({result['steps']} steps, {result['tokens_per_s']:,} tok/s, {result['parameters']:,} parameters)")
 
 
 if __name__ == "__main__":

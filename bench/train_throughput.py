@@ -63,6 +63,7 @@ def measure(size: str, arch: str, fused: bool, bf16: bool, steps: int, warmup: i
     from course_lib.gpt import GPT, GPTConfig
     from course_lib.tokenizers import CharTokenizer
     from course_lib.trainer import adamw_with_decay_groups, language_model_loss, optimization_step
+    from loss_at_budget import random_windows  # bench/ is on the path: this script runs as a file
 
     text = read_text("tinyshakespeare.txt")
     tok = CharTokenizer(text)
@@ -75,14 +76,8 @@ def measure(size: str, arch: str, fused: bool, bf16: bool, steps: int, warmup: i
     precision = "bf16" if bf16 else "fp32"
     gen = torch.Generator().manual_seed(0)
 
-    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(0, len(data) - ctx - 1, (batch,), generator=gen)
-        x = torch.stack([data[s:s + ctx] for s in starts])  # (B, T)
-        y = torch.stack([data[s + 1:s + ctx + 1] for s in starts])  # (B, T)
-        return x, y
-
     def step() -> None:
-        optimization_step(model, language_model_loss, next_batch(), optimizer, grad_clip=1.0, precision=precision)
+        optimization_step(model, language_model_loss, random_windows(data, batch, ctx, gen), optimizer, grad_clip=1.0, precision=precision)
 
     with FlopCounterMode(display=False) as counter:
         step()  # also the first warm-up step
