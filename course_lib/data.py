@@ -9,15 +9,11 @@ There is ONE way to get a data file in this course::
 Where :func:`data_path` looks, in this order:
 
 1. ``$COURSE_DATA_DIR`` -- if this environment variable is set, it is the ONLY folder searched
-   (and a missing file is downloaded into it).
-2. Otherwise, by default:
-
-   a. ``<repository root>/../shared/data`` -- the checkout layout used by CI and the course
-      machines, computed from where this file lives (used only if that folder exists);
-   b. the per-user cache folder ``$XDG_CACHE_HOME/llm-from-scratch-course/data``
-      (``~/.cache/llm-from-scratch-course/data`` when ``XDG_CACHE_HOME`` is not set).
-
-   A missing file is downloaded into the cache folder.
+   (and a missing file is downloaded into it). Use it for a copy you made yourself, a class
+   server's read-only folder, or an offline machine.
+2. Otherwise the per-user cache folder ``$XDG_CACHE_HOME/llm-from-scratch-course/data``
+   (``~/.cache/llm-from-scratch-course/data`` when ``XDG_CACHE_HOME`` is not set). A missing file
+   is downloaded into it on first use.
 
 Every file the course uses is listed in :data:`REGISTRY` with its canonical public URL, its
 size and its SHA-256. A file found on disk is checked against that SHA-256 (the result is
@@ -48,7 +44,6 @@ from typing import Any, BinaryIO, NamedTuple
 __all__ = [
     "ENV_VAR",
     "REGISTRY",
-    "REPO_DATA_DIR",
     "DataChecksumError",
     "DataFileNotFoundError",
     "Source",
@@ -64,9 +59,6 @@ __all__ = [
 
 #: The environment variable that, when set, names the one folder to take data files from.
 ENV_VAR = "COURSE_DATA_DIR"
-
-#: ``<repository root>/../shared/data``: this file is ``<repository root>/course_lib/data.py``.
-REPO_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 class Source(NamedTuple):
@@ -84,7 +76,7 @@ class Source(NamedTuple):
 _GH = "https://raw.githubusercontent.com"
 _GPT2 = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
 
-#: name -> (url, sha256, size[, zip member]). The checksums are those of ``shared/data/SHA256SUMS``.
+#: name -> (url, sha256, size[, zip member]): the public original of each file and its checksum.
 REGISTRY: dict[str, Source] = {
     "tinyshakespeare.txt": Source(
         f"{_GH}/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
@@ -151,8 +143,7 @@ def data_dirs() -> list[Path]:
     env = os.environ.get(ENV_VAR)
     if env:
         return [Path(env).expanduser()]
-    dirs = [REPO_DATA_DIR] if REPO_DATA_DIR.is_dir() else []
-    return dirs + [user_cache_dir()]
+    return [user_cache_dir()]
 
 
 def _check_name(name: str) -> None:
@@ -209,7 +200,14 @@ def fetch(url: str, out: BinaryIO, timeout: float = 60.0) -> None:
     """
     request = urllib.request.Request(url, headers={"User-Agent": "llm-from-scratch-course"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        shutil.copyfileobj(response, out)
+        expected = response.headers.get("Content-Length")
+        received = 0
+        for block in iter(lambda: response.read(1 << 16), b""):
+            out.write(block)
+            received += len(block)
+    # http.client ends a chunked read quietly when the server hangs up early: count the bytes.
+    if expected is not None and expected.isdigit() and received != int(expected):
+        raise http.client.IncompleteRead(b"", int(expected) - received)
 
 
 def _download(name: str, source: Source, dest: Path) -> None:
@@ -359,3 +357,24 @@ def prime_tiktoken_cache(cache_dir: str | os.PathLike | None = None) -> Path:
             os.unlink(tmp)
             raise
     return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_lib.data``: fetch (or verify) every course data file now, e.g. before going offline."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m course_lib.data", description=main.__doc__)
+    parser.add_argument("names", nargs="*", help="files to get (default: every file in the registry)")
+    args = parser.parse_args(argv)
+    failed = 0
+    for name in args.names or REGISTRY:
+        try:
+            print(f"ok       {name}: {data_path(name)}")
+        except (DataFileNotFoundError, DataChecksumError, ValueError) as err:
+            failed += 1
+            print(f"MISSING  {name}\n{err}\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
