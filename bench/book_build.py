@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import describe, save_rows  # bench/machine.py: this script runs as a file
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,13 +75,11 @@ def main() -> None:
         "cold_s": round(cold, 1), "warm_s": round(warm, 1), "cold_ok": cold_code == 0, "warm_ok": warm_code == 0,
         "chapter_execution_s": chapters,
         "peak_rss_mib_largest_process": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        "cpus": os.cpu_count(), "load_average_at_end": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(), "load_average_at_end": round(os.getloadavg()[0], 2), **describe(),
     }
     print(json.dumps(result))
     if args.save:
-        out = ROOT / "bench" / "results" / "book_build.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        save_rows(ROOT / "bench" / "results" / "book_build.json", [result])  # other CPU models' results stay
     if not args.keep:
         shutil.rmtree(where, ignore_errors=True)
     if cold_code or warm_code:

@@ -39,6 +39,7 @@ from course_lib.data import read_text
 from course_lib.datasets import train_val_split
 from course_lib.gpt import GPT, GPTConfig
 from course_lib.tokenizers import CharTokenizer
+from machine import describe, save_rows  # bench/machine.py: this script runs as a file
 from course_lib.trainer import (adamw_with_decay_groups, autocast, language_model_loss, next_token_loss,
                                 optimization_step, warmup_cosine_lr)
 
@@ -58,7 +59,7 @@ class Recipe:
     weight_decay: float = 0.1
     beta2: float = 0.95
     grad_clip: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 autocast where the CPU has AMX, else fp32 (course_lib.trainer.best_precision)
     activation: str = "gelu"
     bias: bool = False
     fused_attention: bool = True
@@ -177,16 +178,14 @@ def main() -> None:
     recipe = Recipe(**json.loads(args.recipe))
     started = time.time()
     result = train(recipe, args.budget, steps=args.steps)
-    result.update(threads=args.threads, torch=torch.__version__, wall_s=round(time.time() - started, 1),
+    result.update(tag=args.tag, threads=args.threads, **describe(), wall_s=round(time.time() - started, 1),
                   peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   load_average_at_end=round(os.getloadavg()[0], 2))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     if args.save:
         out = ROOT / "bench" / "results" / "loss_at_budget.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        runs = json.loads(out.read_text()) if out.is_file() else {}
-        runs[args.tag] = result
-        out.write_text(json.dumps(runs, indent=1) + "\n")
+        save_rows(out, [result], key=("cpu", "tag"))  # one run per CPU model and tag
+        runs = {row["tag"]: row for row in json.loads(out.read_text()) if row["cpu"] == result["cpu"]}
         plot(runs, ROOT / "book" / "figures" / "loss_at_budget.png")
     print(f"summary: validation loss {result['val_loss']:.3f} after {result['train_seconds']:.0f} s of training "
           f"({result['steps']} steps, {result['tokens_per_s']:,} tok/s, {result['parameters']:,} parameters)")

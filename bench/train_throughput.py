@@ -21,7 +21,7 @@ matrices grow. Prints one JSON object per setting and a one-line summary.
     python bench/train_throughput.py [--steps 30] [--threads 2] [--quick] [--save]
 
 ``--save`` writes the results to ``bench/results/train_throughput.json`` (read by the book's
-performance page).
+performance page), replacing earlier results of the same CPU model and keeping those of others.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from machine import describe, save_rows  # bench/machine.py: this script runs as a file
 
 SIZES = {
     "reference": dict(n_layers=4, n_heads=4, d_model=128, context_length=64, batch=12),
@@ -137,26 +138,14 @@ def main() -> None:
         result = json.loads(done.stdout.strip().splitlines()[-1])
         peak = peaks[result["precision"] != "fp32"]
         result.update(of_matmul_peak=round(result["tflops"] * 1e12 / peak, 3), matmul_peak_tflops=round(peak / 1e12, 3),
-                      threads=args.threads, cpu=_cpu_name(), torch=torch.__version__)
+                      threads=args.threads, **describe())
         print(json.dumps(result), flush=True)
         results.append(result)
-    if args.save:
-        out = Path(__file__).resolve().parent / "results" / "train_throughput.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(results, indent=1) + "\n")
+    if args.save:  # the results of other CPU models stay
+        save_rows(Path(__file__).resolve().parent / "results" / "train_throughput.json", results)
     print("summary: " + "; ".join(
         f"{r['size']}/{r['arch']}/{r['attention']}/{r['precision']} {r['tokens_per_s']:,} tok/s "
         f"({r['tflops'] * 1000:.0f} GFLOP/s, {r['of_matmul_peak']:.0%} of matmul peak)" for r in results))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ __all__ = [
     "TrainingHistory",
     "adamw_with_decay_groups",
     "autocast",
+    "best_precision",
+    "cpu_flags",
     "language_model_loss",
     "next_token_loss",
     "optimization_step",
@@ -66,16 +68,47 @@ def language_model_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tenso
     return next_token_loss(model(inputs), targets)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (``avx2``, ``avx512f``, ``amx_bf16``, ...); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def best_precision(device: str | torch.device = "cpu") -> str:
+    """The precision that trains fastest here, by a documented rule: ``"bf16"`` or ``"fp32"``.
+
+    - CUDA: ``"bf16"`` when the GPU supports bfloat16 (Ampere and newer), else ``"fp32"``.
+    - CPU: ``"bf16"`` only with AMX (Intel Xeon since Sapphire Rapids: flag ``amx_bf16``), whose
+      tile units multiply bfloat16 matrices several times faster than float32. Without AMX, a
+      CPU with AVX-512-BF16 (AMD Zen 4 and newer, some Intel) or none at all gains little or
+      loses: the casts cost more than the products save on the course's small matrices (see the
+      performance page, measured per CPU). Apple Silicon and other non-Linux CPUs: ``"fp32"``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if "amx_bf16" in cpu_flags() else "fp32"
+
+
 def autocast(model: nn.Module, precision: str = "fp32") -> torch.autocast:
-    """The ``torch.autocast`` context for ``precision``: ``"fp32"`` (off) or ``"bf16"`` (mixed precision).
+    """The ``torch.autocast`` context for ``precision``: ``"fp32"`` (off), ``"bf16"`` (mixed precision)
+    or ``"auto"`` (:func:`best_precision` for the model's device).
 
     Under ``"bf16"`` matrix products run in bfloat16 while the weights, their gradients and the
     optimizer state stay float32. CPUs with AMX (and recent GPUs) multiply bfloat16 matrices
     several times faster than float32 ones.
     """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
     device = next(model.parameters()).device.type
+    if precision == "auto":
+        precision = best_precision(device)
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -144,7 +177,7 @@ class TrainerConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = 1.0
-    precision: str = "fp32"  # or "bf16": mixed precision, see autocast()
+    precision: str = "fp32"  # "bf16": mixed precision, see autocast(); "auto": best_precision()
     eval_interval: int = 100
     eval_batches: int = 10
     checkpoint_path: str | None = None

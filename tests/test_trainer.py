@@ -6,7 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+import course_lib.trainer as trainer_module
 from course_lib.trainer import (
+    autocast,
+    best_precision,
+    cpu_flags,
     Trainer,
     TrainerConfig,
     adamw_with_decay_groups,
@@ -104,7 +108,7 @@ def test_bf16_precision_trains_with_float32_weights():
     trainer.fit()
     assert trainer.history.val_loss[-1] < 0.5 * before
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
-    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
+    with pytest.raises(ValueError, match="precision must be 'fp32', 'bf16' or 'auto', got 'fp16'"):
         optimization_step(Tiny(), mse, batch(0), trainer.optimizer, precision="fp16")
 
 
@@ -126,3 +130,20 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(a, b)
     assert resumed.history.train_loss == straight.history.train_loss
     assert not (tmp_path / "ckpt.pt.tmp").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+                                             ({"avx2", "avx512f", "avx512_bf16"}, "fp32"),  # AVX512-BF16 without AMX
+                                             ({"avx2"}, "fp32"), (set(), "fp32")])  # a laptop; no /proc/cpuinfo
+def test_auto_precision_is_bf16_only_with_amx(monkeypatch, flags, expected):
+    monkeypatch.setattr(trainer_module, "cpu_flags", lambda: flags)
+    assert best_precision("cpu") == expected
+    with autocast(Tiny(), "auto"):
+        assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
+    trainer = Trainer(Tiny(), mse, batch, TrainerConfig(max_steps=3, precision="auto", progress=False))
+    assert all(math.isfinite(loss) for loss in trainer.fit().train_loss)
+
+
+def test_cpu_flags_reads_this_machine():
+    flags = cpu_flags()
+    assert isinstance(flags, set) and all(isinstance(f, str) for f in flags)
