@@ -6,18 +6,30 @@ edited by hand. Student work and grades (submitted/, autograded/, feedback/, gra
 out of git. The grading rules these settings implement are in book/instructor_guide.md.
 """
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
     ClearOutput,
+    GetGrades,
     IgnorePattern,
     LimitOutput,
     OverwriteKernelspec,
-    SaveAutoGrades,
 )
 
-from course_lib.grading import KeepFirstCellIds, RestoreMissingCells, StopAtHangOrCrash
+from course_grading.autograde import install
+from course_grading.preprocessors import (
+    HideHiddenTests,
+    KeepFirstCellIds,
+    RestoreCellMetadata,
+    RestoreMissingCells,
+    SandboxedExecute,
+    SaveAutoGradesErrorsOnly,
+)
+
+# `nbgrader autograde` finds misnamed notebooks and student ids with glob characters, and refuses
+# to grade without the sandbox (course_grading/autograde.py).
+install()
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -37,21 +49,32 @@ c.Execute.startup_timeout = 120
 # Test cells always come from the source: edited ones are overwritten, deleted ones restored (rule 1).
 c.OverwriteCells.add_missing_cells = True
 
-# Stock nbgrader, with three classes swapped in so that one student's hostile notebook
-# never costs that student (or anyone else in the batch) a grade. See course_lib/grading.py.
+# Stock nbgrader, with classes swapped in so that one student's notebook never costs that student
+# (or anyone else in the batch) a fair grade, and so that student code runs in a sandbox and is
+# judged outside it. See course_grading/preprocessors.py and the guide's "Threat model".
 c.Autograde.sanitize_preprocessors = [
     ClearOutput,
+    RestoreCellMetadata,  # rule 1: nbgrader metadata from the release, by cell id
     KeepFirstCellIds,  # rule 2, instead of DeduplicateIds
     OverwriteKernelspec,
     RestoreMissingCells,  # rule 1, instead of OverwriteCells
     CheckCellMetadata,
 ]
 c.Autograde.autograde_preprocessors = [
-    StopAtHangOrCrash,  # rule 3, instead of Execute
+    SandboxedExecute,  # rule 3, instead of Execute; the kernel in bubblewrap, tests judged outside it
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,
-    SaveAutoGrades,
+    SaveAutoGradesErrorsOnly,  # only an error fails a test cell (not stderr)
     AssignLatePenalties,
     CheckCellMetadata,
 ]
+
+# Assignments whose test cells run in the trusted judge (the grader's process), with the
+# course_lib modules the exercises ask the student to write hidden from the sandbox.
+c.SandboxedExecute.judged_assignments = {
+    "ch05_attention": ["course_lib.attention"],
+}
+
+# Feedback shows the outputs of every test (what passed, what failed and why), never hidden tests.
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]

@@ -4,7 +4,7 @@
     per submission (the goal is at most 8 s), with and without nbgrader's own start-up.
 (b) A class of generated submissions of one assignment (a fixed mix of correct, partly wrong and
     blank notebooks), graded sequentially by ``nbgrader autograde`` and in parallel by
-    ``python -m course_lib.parallel_grading``: wall seconds, seconds per submission, speed-up, and
+    ``python -m course_grading.parallel_grading``: wall seconds, seconds per submission, speed-up, and
     whether the two gradebooks and exported CSVs are identical.
 (c) For every run, the peak memory of the grading command's process tree (nbgrader, its worker
     processes and the kernels), sampled every 0.1 s: the largest total and the largest process.
@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 import psutil
 
-from course_lib.parallel_grading import default_jobs, dump_gradebook
+from course_grading.parallel_grading import default_jobs, dump_gradebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
@@ -152,7 +152,7 @@ def whole_class(work: Path, assignment: str, size: int, jobs: int) -> list[dict]
     courses = {mode: shutil.copytree(base, base.with_name(mode)) for mode in ("sequential", "parallel")}
     commands = {
         "sequential": [str(Path(sys.executable).with_name("nbgrader")), "autograde", assignment],
-        "parallel": [sys.executable, "-m", "course_lib.parallel_grading", assignment, "--jobs", str(jobs)],
+        "parallel": [sys.executable, "-m", "course_grading.parallel_grading", assignment, "--jobs", str(jobs)],
     }
     measurements = []
     for mode, cmd in commands.items():

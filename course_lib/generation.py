@@ -42,10 +42,14 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
     """Nucleus filtering: keep the most likely tokens until their probabilities add up to at least p.
 
-    The token that carries the total past p is kept, so at least one token always survives.
+    The token that carries the total past p is kept, so at least one token always survives, and
+    ``p = 1`` keeps every token (a float32 running total can reach 1 before the last token, so
+    that case does not go through the running total at all).
     """
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top-p needs 0 < p <= 1, got {p}")
+    if p >= 1.0:
+        return logits.clone()
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # probability of the tokens ranked above each one

@@ -66,3 +66,12 @@ def test_generate_is_seeded_and_crops_the_context():
     b = generate(model, start, 10, context_length=4, generator=torch.Generator().manual_seed(1))
     assert a.shape == (2, 11) and torch.equal(a, b)
     assert max(seen) == 4
+
+
+def test_top_p_of_one_keeps_every_token_despite_rounding():
+    # In float32 the running total of many probabilities reaches 1.0 before the last token; p = 1
+    # must still keep every token (the task promises it), for small and large vocabularies.
+    for seed, shape in enumerate([(2000, 7), (64, 1000)]):
+        generator = torch.Generator().manual_seed(seed)
+        logits = torch.randn(shape, generator=generator) * 3.0
+        assert torch.equal(top_p_filter(logits, 1.0), logits)

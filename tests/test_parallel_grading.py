@@ -1,4 +1,4 @@
-"""`python -m course_lib.parallel_grading` leaves exactly what `nbgrader autograde` leaves.
+"""`python -m course_grading.parallel_grading` leaves exactly what `nbgrader autograde` leaves.
 
 One small class of the pilot chapter (right, partly wrong, blank, a copied graded cell, a notebook
 that kills its kernel, a file that is not a notebook; one submission on time and one late, with a
@@ -23,7 +23,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from conftest import PILOT, ROOT, SOLUTIONS, run
-from course_lib.parallel_grading import dump_gradebook
+from course_grading.parallel_grading import dump_gradebook
 from test_nbgrader import (_nbgrader, _points, _tests, graded_cell_copied, kernel_killer, not_a_notebook,
                            release_untouched, solution_as_is)
 
@@ -46,7 +46,7 @@ TIMESTAMPS = {"solution_as_is": ON_TIME, "partly_wrong": LATE}
 
 
 def _parallel(course: Path, *args: str):
-    return run([sys.executable, "-m", "course_lib.parallel_grading", *args], cwd=course, timeout=600)
+    return run([sys.executable, "-m", "course_grading.parallel_grading", *args], cwd=course, timeout=600)
 
 
 def _autograded(course: Path) -> dict[str, tuple[int, object]]:

@@ -41,3 +41,56 @@ def test_unusable_input_exits_2_with_a_reason(tmp_path):
     assert result.returncode == 2 and "is not a readable notebook" in result.stderr
     result = selfcheck(tmp_path / "missing.ipynb")
     assert result.returncode == 2 and "no such notebook" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The self-check tells the truth: what grading ignores is reported, not counted as a pass.
+
+def _answered_release(assignment: str):
+    """The release with the solution's answers in it: every visible test passes."""
+    import nbformat
+
+    (notebook,) = (EXERCISES / assignment).glob("*.ipynb")
+    rel = nbformat.read(notebook, as_version=4)
+    sol = nbformat.read(SOLUTIONS / assignment / notebook.name, as_version=4)
+    for cell, source in zip(rel.cells, sol.cells):
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = source.source
+    return rel, notebook.name
+
+
+def _write(nb, folder, name):
+    import nbformat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / name)
+    return folder / name
+
+
+def test_answered_release_passes(tmp_path):
+    nb, name = _answered_release("ch05_attention")
+    result = selfcheck(_write(nb, tmp_path / "ch05_attention", name))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_edited_tests_and_ipython_hooks_are_reported(tmp_path):
+    import nbformat
+
+    nb, name = _answered_release("ch05_attention")
+    tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    tests[0].source = "pass"
+    result = selfcheck(_write(nb, tmp_path / "edited" / "ch05_attention", name))
+    assert result.returncode == 1 and "ch05_p1_tests differ from the ones handed out" in result.stdout, result.stdout
+    for hook in ("get_ipython().input_transformers_post.append(lambda lines: lines)",
+                 "import ast\nclass T(ast.NodeTransformer):\n    pass\nget_ipython().ast_transformers.append(T())",
+                 "get_ipython().set_custom_exc((AssertionError,), lambda *a, **k: None)"):
+        nb, name = _answered_release("ch05_attention")
+        nb.cells.insert(3, nbformat.v4.new_code_cell(hook))
+        result = selfcheck(_write(nb, tmp_path / str(abs(hash(hook))) / "ch05_attention", name))
+        assert result.returncode == 1 and "changes how IPython runs or reports cells" in result.stdout, result.stdout
+
+
+def test_notebook_of_another_assignment_is_reported(tmp_path):
+    nb, _ = _answered_release("ch04_tokens_and_embeddings")
+    result = selfcheck(_write(nb, tmp_path / "ch05_attention", "ch05_exercises.ipynb"))
+    assert result.returncode == 1 and "holds the exercises of ch04, not ch05" in result.stdout, result.stdout

@@ -1,6 +1,6 @@
 """Instructor side: autograde a whole class with several processes, with the result of ``nbgrader autograde``.
 
-    python -m course_lib.parallel_grading ASSIGNMENT [--jobs N] [--student ID ...] [--force]
+    python -m course_grading.parallel_grading ASSIGNMENT [--jobs N] [--student ID ...] [--force]
 
 Run it from the course directory (the folder with ``nbgrader_config.py``), or pass ``--course-dir``.
 ``nbgrader autograde`` grades one student after another; this command runs N worker processes
@@ -29,7 +29,8 @@ which is the order ``nbgrader export`` lists students in when they have no names
 ids, random uuids in both cases, differ; :func:`dump_gradebook` compares gradebooks without them.
 
 Failures: a notebook that crashes its kernel or hangs is graded by the course's rules (see
-``course_lib/grading.py``). When nbgrader cannot grade a student at all (say the file is not a
+``course_grading/preprocessors.py``; each kernel runs in the sandbox of
+``course_grading/sandbox.py``). When nbgrader cannot grade a student at all (say the file is not a
 notebook), that student's rows are merged exactly as nbgrader left them (nbgrader has already
 removed the half-written ``autograded/`` folder), the others are unaffected, the student is named
 with nbgrader's own message, and the exit status is 1, as with ``nbgrader autograde``. Where the
@@ -56,6 +57,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -119,7 +121,7 @@ def _init_worker(course_dir: str, snapshot: str, work_dir: str, assignment: str,
     # (see _run_workers). A handler, unlike SIG_IGN, is not inherited by the kernels started from here.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     os.chdir(course_dir)
-    database = Path(work_dir) / f"worker-{os.getpid()}.sqlite"
+    database = Path(work_dir) / f"worker-{os.getpid()}-{uuid.uuid4().hex[:8]}.sqlite"
     shutil.copyfile(snapshot, database)
     app = AutogradeApp()
     # The same configuration files and the same --force flag as `nbgrader autograde ASSIGNMENT --force`.
@@ -136,9 +138,11 @@ def _init_worker(course_dir: str, snapshot: str, work_dir: str, assignment: str,
 
 def _grade_student(student: str) -> StudentResult:
     """Autograde one student's submission in this worker, against the worker's gradebook copy."""
-    from nbgrader.converters import Autograde, NbGraderException
+    from nbgrader.converters import NbGraderException
 
-    class RecordingAutograde(Autograde):
+    from course_grading.autograde import CourseAutograde
+
+    class RecordingAutograde(CourseAutograde):
         processed = False
 
         def init_destination(self, assignment_id: str, student_id: str) -> bool:
@@ -212,12 +216,14 @@ def _check_assignment(app: Any, assignment: str) -> None:
 
 def _submitted_students(app: Any, assignment: str, patterns: list[str]) -> list[str]:
     """The students with a submitted notebook, in the order ``nbgrader autograde`` grades them."""
-    from nbgrader.converters import Autograde, NbGraderException
+    from nbgrader.converters import NbGraderException
+
+    from course_grading.autograde import CourseAutograde
 
     coursedir = app.coursedir
     coursedir.assignment_id = assignment
     coursedir.student_id = "*"
-    lister = Autograde(coursedir=coursedir, parent=app)
+    lister = CourseAutograde(coursedir=coursedir, parent=app)
     try:
         lister.init_notebooks()  # nbgrader's own selection of submissions (with notebooks in them)
     except NbGraderException:
@@ -360,6 +366,16 @@ def grade_in_parallel(assignment: str, jobs: int | None = None, students: list[s
     if not Path("nbgrader_config.py").is_file():
         raise GradingSetupError(
             f"{Path.cwd()} has no nbgrader_config.py: run this from the course directory, or pass --course-dir")
+    from course_grading import sandbox
+
+    if sandbox.no_sandbox_requested():
+        out("warning: COURSE_GRADING_NO_SANDBOX is set: student code runs WITHOUT a sandbox")
+    else:
+        try:
+            sandbox.check_sandbox()
+        except sandbox.SandboxUnavailable as problem:
+            raise GradingSetupError(f"refusing to grade: {problem} (to grade without a sandbox, with student "
+                                    "code running with your rights, set COURSE_GRADING_NO_SANDBOX=1)") from None
     start = time.perf_counter()
     app = _course_app()
     main_db = _sqlite_path(app.coursedir.db_url).resolve()
@@ -373,6 +389,14 @@ def grade_in_parallel(assignment: str, jobs: int | None = None, students: list[s
         return Path(app.coursedir.format_path(app.coursedir.autograded_directory, student, assignment))
 
     started_at = time.time()
+
+    def remove_half_written(students: list[str]) -> None:
+        for student in students:
+            # A worker that died may have left a half-written folder, which a re-run would skip as
+            # graded; a folder from an earlier run (older than this run) stays.
+            folder = autograded(student)
+            if folder.is_dir() and folder.stat().st_mtime >= started_at:
+                shutil.rmtree(folder)
     with tempfile.TemporaryDirectory(prefix="parallel-grading-") as work_dir:
         snapshot = Path(work_dir) / "snapshot.sqlite"
         with sqlite3.connect(f"file:{main_db}?mode=ro", uri=True) as source, sqlite3.connect(snapshot) as copy:
@@ -384,13 +408,16 @@ def grade_in_parallel(assignment: str, jobs: int | None = None, students: list[s
         kernel_threads = None if jobs == 1 or "OMP_NUM_THREADS" in os.environ else max(1, default_jobs() // jobs)
         initargs = (str(Path.cwd()), str(snapshot), work_dir, assignment, force, kernel_threads)
         results, interrupted = _run_workers(order, jobs, initargs, out)
+        for _ in range(2):  # a worker that died takes its pool down: grade the rest with a fresh pool
+            lost = [s for s in order if s not in results]
+            if not lost or interrupted:
+                break
+            remove_half_written(lost)
+            out(f"a worker process died; grading the {len(lost)} remaining submission(s) with new workers")
+            more, interrupted = _run_workers(lost, min(jobs, len(lost)), initargs, out)
+            results.update(more)
         lost = [s for s in order if s not in results]
-        for student in lost:
-            # A worker that died may have left a half-written folder, which a re-run would skip as
-            # graded; a folder from an earlier run (older than this run) stays.
-            folder = autograded(student)
-            if folder.is_dir() and folder.stat().st_mtime >= started_at:
-                shutil.rmtree(folder)
+        remove_half_written(lost)
         to_merge = [results[s] for s in order if s in results and results[s].status != "skipped"]
         try:
             if to_merge:
@@ -522,7 +549,7 @@ def dump_gradebook(path: str | os.PathLike) -> dict[str, list[tuple]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m course_lib.parallel_grading",
+        prog="python -m course_grading.parallel_grading",
         description="Autograde every submission of an assignment with several processes; the gradebook, "
                     "the export and autograded/ end up exactly as after `nbgrader autograde ASSIGNMENT`.")
     parser.add_argument("assignment", help="the assignment to grade, e.g. ch05_attention")

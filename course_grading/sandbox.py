@@ -1,0 +1,225 @@
+"""Run a student's kernel inside a bubblewrap (``bwrap``) sandbox.
+
+Each submission gets a fresh scratch folder on the grading machine. The kernel sees:
+
+- the scratch folder, read-write, as its working directory and home (it holds the kernel's
+  connection file and sockets, and whatever the student's code writes);
+- the Python installation and the course's environment, read-only;
+- ``course_lib`` read-only, as a filtered copy in which the reference modules of the assignment
+  being graded are stubs (the exercise asks the student to write them; see ``hidden_modules``);
+- the course's data folder read-only, when there is one;
+- a private ``/tmp``, ``/proc`` and ``/dev``; nothing else of the machine's file system: not the
+  course directory, ``solutions/``, ``submitted/``, ``autograded/``, the gradebook or the grader's
+  home;
+- no network (a new, empty network namespace), no other processes (a new pid namespace), no
+  capabilities, and an environment built from a short allow-list.
+
+Limits (``prlimit``): address space, file size, open files, CPU seconds and, where the grader does
+not run as root, processes. bwrap is started with ``--die-with-parent`` and ``--unshare-pid``: when
+the grader kills the kernel (end of the run, a timeout, or the grader itself dying), the sandbox's
+pid namespace goes with it, and so does every process the student's code started, including those
+that left the kernel's session. The kernel talks to the grader over Unix sockets in the scratch
+folder (ZeroMQ's ``ipc`` transport), since it has no network.
+
+If ``bwrap`` is missing or cannot create namespaces, :func:`check_sandbox` raises
+:class:`SandboxUnavailable` with the reason; grading then refuses to start, unless the instructor
+set ``COURSE_GRADING_NO_SANDBOX=1`` (logged on every submission).
+"""
+
+from __future__ import annotations
+
+import atexit
+import compileall
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Dict as TDict, Integer, List as TList, Unicode
+
+__all__ = ["SandboxUnavailable", "SandboxedKernelManager", "check_sandbox", "no_sandbox_requested", "sandbox_command"]
+
+log = logging.getLogger(__name__)
+
+NO_SANDBOX_ENV = "COURSE_GRADING_NO_SANDBOX"
+
+# Environment variables that pass into the sandbox (everything else is dropped: the grader's own
+# environment may hold tokens or paths the student should not see).
+ENV_ALLOW = ("LANG", "LC_ALL", "LC_CTYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "COURSE_DATA_DIR", "XDG_CACHE_HOME", "NBGRADER_EXECUTION", "PYTHONHASHSEED", "TZ")
+
+# Files of /etc that programs commonly need (the dynamic loader, user and time-zone lookups).
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
+             "hosts", "ssl", "ca-certificates", "alternatives", "mime.types")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing, or this machine does not let it create namespaces."""
+
+
+def no_sandbox_requested() -> bool:
+    return os.environ.get(NO_SANDBOX_ENV, "") not in ("", "0")
+
+
+@functools.cache
+def check_sandbox() -> str:
+    """Return the path of ``bwrap`` after checking that it can start a sandbox; else raise."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "bubblewrap (the `bwrap` command) is not installed; on Debian/Ubuntu: apt-get install bubblewrap")
+    probe = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+                            "--dev", "/dev", "true"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        raise SandboxUnavailable(
+            f"bwrap cannot create a sandbox on this machine ({probe.stderr.strip() or probe.returncode}); "
+            "unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, "
+            "or user.max_user_namespaces > 0)")
+    return bwrap
+
+
+def _course_lib_dir() -> Path:
+    spec = importlib.util.find_spec("course_lib")
+    if spec is None or not spec.submodule_search_locations:
+        raise SandboxUnavailable("course_lib is not installed in this environment")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
+_STAGED: dict[tuple[str, ...], Path] = {}
+
+
+def staged_course_lib(hidden_modules: Iterable[str]) -> Path:
+    """A read-only copy of course_lib in which each module of ``hidden_modules`` is a stub.
+
+    The stub raises ImportError with a message saying why; other modules are copied as they are.
+    Made once per process and set of hidden modules, removed when the process exits.
+    """
+    key = tuple(sorted(hidden_modules))
+    if key in _STAGED:
+        return _STAGED[key]
+    source = _course_lib_dir()
+    root = Path(tempfile.mkdtemp(prefix="course-lib-view-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    target = root / "course_lib"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for module in key:
+        parts = module.split(".")
+        if parts[0] != "course_lib" or len(parts) != 2:
+            raise ValueError(f"hidden module {module!r}: give a module of course_lib, e.g. course_lib.attention")
+        (target / f"{parts[1]}.py").write_text(
+            f'raise ImportError("{module} is not available while your exercise is graded: the exercise '
+            f'asks you to write what it contains")\n')
+    compileall.compile_dir(str(target), quiet=1)  # the sandbox cannot write bytecode caches
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    _STAGED[key] = target
+    return target
+
+
+def sandbox_command(scratch: Path, hidden_modules: Iterable[str] = (), *, memory_mb: int = 6144,
+                    file_size_mb: int = 256, cpu_seconds: int = 900, processes: int = 256,
+                    open_files: int = 1024, env: dict[str, str] | None = None) -> list[str]:
+    """The command prefix that runs a program inside the sandbox (append the program and its arguments)."""
+    bwrap = check_sandbox()
+    scratch = scratch.resolve()
+    ro: list[Path] = []
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        ro.append(Path(prefix).resolve())
+    python = Path(sys.executable)
+    ro.append(python.resolve().parent)
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--tmpfs", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for system in ("/usr", "/opt/conda") if Path("/opt/conda").is_dir() else ("/usr",):
+        args += ["--ro-bind", system, system]
+    for link in ("bin", "lib", "lib64", "sbin", "lib32"):
+        path = Path("/") / link
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for name in ETC_FILES:
+        path = Path("/etc") / name
+        if path.exists():
+            args += ["--ro-bind", str(path), str(path)]
+    seen: set[Path] = set()
+    for path in sorted(ro, key=lambda p: len(p.parts)):
+        if path in seen or any(parent in seen for parent in path.parents) or str(path).startswith("/usr/"):
+            continue
+        seen.add(path)
+        args += ["--ro-bind", str(path), str(path)]
+    # The environment's own python may be a symlink to the base installation: bind its venv path too.
+    venv_python = Path(sys.prefix) / "bin"
+    if venv_python.resolve() not in seen and not any(p in seen for p in venv_python.resolve().parents):
+        args += ["--ro-bind", str(venv_python), str(venv_python)]
+    course_lib = _course_lib_dir()
+    args += ["--ro-bind", str(staged_course_lib(hidden_modules)), str(course_lib)]
+    for data in _data_dirs():
+        args += ["--ro-bind", str(data), str(data)]
+    args += ["--bind", str(scratch), str(scratch), "--chdir", str(scratch), "--clearenv"]
+    environment = {"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch),
+                   "MPLCONFIGDIR": str(scratch / ".matplotlib"), "PYTHONDONTWRITEBYTECODE": "1"}
+    environment.update({k: v for k, v in (env or os.environ).items() if k in ENV_ALLOW})
+    for key, value in sorted(environment.items()):
+        args += ["--setenv", key, value]
+    limits = [f"--as={memory_mb * 2**20}", f"--fsize={file_size_mb * 2**20}", f"--cpu={cpu_seconds}",
+              f"--nofile={open_files}", "--core=0"]
+    if os.geteuid() != 0:  # the kernel does not enforce RLIMIT_NPROC on root
+        limits.append(f"--nproc={processes + _user_threads()}")
+    prlimit = shutil.which("prlimit")
+    prefix = [prlimit, *limits, "--"] if prlimit else []
+    return [*prefix, *args, "--"]
+
+
+def _user_threads() -> int:
+    """Threads this user runs now (RLIMIT_NPROC counts all of them, the grader's included)."""
+    uid, count = os.getuid(), 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(list((entry / "task").iterdir()))
+            except OSError:
+                continue
+    return count
+
+
+def _data_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("COURSE_DATA_DIR"):
+        dirs.append(Path(os.environ["COURSE_DATA_DIR"]))
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    dirs.append(Path(base) / "llm-from-scratch-course" / "data")
+    return [d.resolve() for d in dirs if d.is_dir()]
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel runs in the sandbox, reached through Unix sockets in ``scratch``."""
+
+    scratch = Unicode("", help="the submission's scratch folder (made by the grader)").tag(config=False)
+    hidden_modules = TList(Unicode(), default_value=[]).tag(config=False)
+    limits = TDict(default_value={}).tag(config=False)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        scratch = Path(self.scratch)
+        self.transport = "ipc"
+        self.ip = str(scratch / "kernel-ipc")
+        self.connection_file = str(scratch / "kernel.json")
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        cmd = super().format_kernel_cmd(extra_arguments)
+        # The kernel spec names "python" or sys.executable; inside, use this environment's python.
+        if cmd and Path(cmd[0]).name.startswith("python"):
+            cmd[0] = str(Path(sys.prefix) / "bin" / "python")
+        return sandbox_command(Path(self.scratch), self.hidden_modules, **self.limits) + cmd
+
+    async def _async_pre_start_kernel(self, **kw):
+        kw["cwd"] = self.scratch
+        return await super()._async_pre_start_kernel(**kw)

@@ -1,0 +1,85 @@
+"""Fast unit checks of the grading rules and of the sandbox and judge, without nbgrader runs."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from course_grading.judge import Judge, _free_names
+from course_grading.preprocessors import HideHiddenTests, determine_grade
+
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+
+
+def _test_cell(*outputs) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell("check()")
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "t", "points": 2, "locked": True,
+                                 "schema_version": 3}
+    cell.outputs = [nbformat.v4.new_output(**o) for o in outputs]
+    return cell
+
+
+def test_only_an_error_fails_a_test_cell():
+    assert determine_grade(_test_cell()) == (2, 2)
+    assert determine_grade(_test_cell(dict(output_type="stream", name="stderr", text="UserWarning: ...\n"),
+                                      dict(output_type="stream", name="stdout", text="ok\n"))) == (2, 2)
+    assert determine_grade(_test_cell(dict(output_type="error", ename="AssertionError", evalue="x",
+                                           traceback=[]))) == (0, 2)
+
+
+def test_feedback_hides_hidden_tests():
+    cell = nbformat.v4.new_code_cell("visible()\n\n### BEGIN HIDDEN TESTS\nsecret_reference()\n### END HIDDEN TESTS\n")
+    cell, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
+    assert "secret_reference" not in cell.source and "visible()" in cell.source
+
+
+def test_free_names_are_the_names_a_cell_reads_but_never_binds():
+    tree = __import__("ast").parse("x = f(y)\ndef g(a):\n    return a + z\nimport m\nfor i in it: m.k(i)\n")
+    assert _free_names(tree) == {"f", "y", "z", "it"}
+
+
+def test_judge_encodes_data_only_and_keeps_memory_layout(tmp_path):
+    judge = Judge(tmp_path, lambda code, deadline: None)
+    tensors: dict = {}
+    strided = torch.arange(24.0).view(2, 3, 4).transpose(1, 2)
+    node = judge.encode([1, 2.5, math.inf, "s", None, (True,), {"k": strided}, torch.float64,
+                         torch.nn.Linear(3, 2)], tensors)
+    assert node["l"][2] == {"f": "inf"} and node["l"][7] == {"dtype": "float64"} and node["l"][8]["m"] == "Linear"
+    key = node["l"][6]["d"][0][1]
+    rebuilt = tensors[key["t"]].as_strided(key["size"], key["stride"])
+    assert torch.equal(rebuilt, strided) and not rebuilt.is_contiguous()
+    with pytest.raises(TypeError):
+        judge.encode(lambda: 0, {})
+    with pytest.raises(ValueError):
+        judge.decode({"pickle": "..."}, {})
+
+
+@needs_bwrap
+def test_sandbox_sees_only_its_scratch_folder(tmp_path):
+    from course_grading.sandbox import sandbox_command
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("solutions")
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import os, pathlib, socket\n"
+             f"print(os.path.exists({str(secret)!r}), os.path.exists({str(root / 'solutions')!r}), "
+             f"os.path.exists({str(root / 'course_lib' / 'testing.py')!r}))\n"
+             "import course_lib.testing\n"
+             "try:\n    import course_lib.attention\nexcept ImportError:\n    print('hidden')\n"
+             f"try:\n    open({str(root / 'course_lib' / 'testing.py')!r}, 'a')\nexcept OSError:\n    print('read-only')\n"
+             "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=2)\nexcept OSError:\n    print('offline')\n"
+             "open('out.txt', 'w').write('ok')\n")
+    cmd = sandbox_command(scratch, ["course_lib.attention"]) + [sys.executable, "-c", probe]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True", "hidden", "read-only", "offline"]
+    assert (scratch / "out.txt").read_text() == "ok"
