@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -277,16 +276,6 @@ def report(summary: dict, out=print) -> bool:
     return ok
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapters", nargs="*", help="chapter prefixes, e.g. ch07 ch08 (default: all)")
@@ -326,12 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncheck_claims: {'every claim held in every run' if ok else 'SOME CLAIMS FAILED'} "
           f"({time.perf_counter() - start:.0f} s)")
     if args.save:
-        import torch
+        sys.path.insert(0, str(ROOT / "bench"))
+        from machine import describe  # bench/machine.py: the CPU, as every saved result names it
+
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"chapters": {}}
         existing.setdefault("chapters", {}).update(summary)
-        existing["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-                               "variants": {v: VARIANTS[v] for v in args.variants}, "seeds": args.seeds}
+        existing["machine"] = dict(describe(), variants={v: VARIANTS[v] for v in args.variants}, seeds=args.seeds)
         RESULTS.write_text(json.dumps(existing, indent=1) + "\n")
         print(f"saved {RESULTS.relative_to(ROOT)}")
     return 0 if ok else 1
