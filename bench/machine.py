@@ -41,7 +41,8 @@ def instruction_sets() -> str:
 def describe() -> dict:
     """The fields every saved result carries."""
     return {"cpu": cpu_name(), "isa": instruction_sets(), "cores": os.cpu_count(),
-            "auto_precision": best_precision("cpu"), "torch": torch.__version__}
+            "auto_precision": best_precision("cpu"), "torch": torch.__version__,
+            "load_average": round(os.getloadavg()[0], 2)}  # above 0 on a 2-core machine: it was shared
 
 
 def save_rows(path: Path, rows: list[dict], key: tuple[str, ...] = ("cpu",)) -> None:
