@@ -66,7 +66,7 @@ def table() -> str:
         ("autograding, seconds per submission (slowest chapter)",
          f"{slowest['seconds_per_submission']:.1f} s ({slowest['assignment']})", "≤ 8 s"),
         (f"autograding a class of {sequential['submissions']}: nbgrader / "
-         f"`course_lib.parallel_grading --jobs {parallel['jobs']}`",
+         f"`course_grading.parallel_grading --jobs {parallel['jobs']}`",
          f"{sequential['wall_s']:.0f} s / {parallel['wall_s']:.0f} s = {parallel['speedup']:.2f}x, "
          f"gradebook and CSV {'identical' if parallel['gradebook_identical'] and parallel['csv_identical'] else 'DIFFERENT'}",
          "≥ 1.8x, identical"),

@@ -4,7 +4,8 @@ Each module says which chapter defines it:
 
 - :mod:`course_lib.model_size` -- chapter 1, parameter counts of transformer configurations (GPT-2, GPT-3).
 - :mod:`course_lib.training_basics` -- chapter 2, gradient descent, accuracy, the digits data and a simple training loop.
-- :mod:`course_lib.data` -- chapters 3-4, the one way to find (and verify, or download) a data file.
+- :mod:`course_lib.data` -- chapters 3-4, the one way to find (and verify, or download) a data file;
+  ``python -m course_lib.data`` fetches them all.
 - :mod:`course_lib.language_models` -- chapter 3, bigram counts, a neural bigram, sampling, and the TinyLLM.
 - :mod:`course_lib.tokenizers` -- chapter 4, character, byte-pair (BPE) and GPT-2 tokenizers.
 - :mod:`course_lib.embeddings` -- chapter 4, token embeddings and learned / sinusoidal positions.
@@ -17,8 +18,9 @@ Each module says which chapter defines it:
 - :mod:`course_lib.distributed` -- appendix "Scaling up", data-parallel training under torchrun (DDP).
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
-- :mod:`course_lib.grading` -- instructor side: nbgrader preprocessors that keep hostile submissions gradable.
-- :mod:`course_lib.parallel_grading` -- instructor side: ``python -m course_lib.parallel_grading ASSIGNMENT --jobs N``.
+
+The instructor's grading tools (sandbox, nbgrader preprocessors, parallel grading) are a separate
+package, ``course_grading``: nothing here depends on it.
 """
 
 __version__ = "0.1.0"

@@ -102,7 +102,7 @@ def test_docs_describe_these_files():
     appendix = APPENDIX.read_text()
     for promised in ("deploy/jupyterhub_config.py", "deploy/nbgrader_config.py", EXCHANGE, COURSE_ID,
                      f"/services/{COURSE_ID}/formgrader", "nbgrader release_assignment", "nbgrader collect",
-                     "nbgrader autograde", "python -m course_lib.parallel_grading", "nbgrader generate_feedback",
+                     "nbgrader autograde", "python -m course_grading.parallel_grading", "nbgrader generate_feedback",
                      "nbgrader release_feedback"):
         assert promised in appendix, f"the appendix does not mention {promised!r}"
     # the instructor guide links to the appendix's section by its label
