@@ -8,13 +8,17 @@
     whether the two gradebooks and exported CSVs are identical.
 (c) For every run, the peak memory of the grading command's process tree (nbgrader, its worker
     processes and the kernels), sampled every 0.1 s: the largest total and the largest process.
+(d) The median seconds one submission of chapter 5 takes on one core, sandbox and judge included
+    (goal: at most 4 s): a mix of correct, partly wrong and blank submissions graded by
+    ``course_grading.parallel_grading --jobs 1``, which times every submission it grades.
 
 Everything runs in a temporary course directory (the repository's gradebook is never touched).
 Prints one JSON object per measurement and a one-line summary. A benchmark, not a test: it
 reports timings and never judges them.
 
     python bench/autograde.py [--per-chapter 2] [--assignments ch01_what_is_an_llm ...]
-                              [--class-size 100] [--class-assignment ch05_attention] [--jobs N] [--save]
+                              [--class-size 100] [--class-assignment ch05_attention] [--jobs N]
+                              [--median-count 9] [--save]
 
 ``--save`` writes every measurement to ``bench/results/autograde.json`` (read by the book's
 performance page).
@@ -27,7 +31,9 @@ import copy
 import json
 import os
 import platform
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +45,9 @@ import nbformat
 import psutil
 
 from course_grading.parallel_grading import default_jobs, dump_gradebook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402  (bench/machine.py; this script runs as a file)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
@@ -178,6 +187,25 @@ def whole_class(work: Path, assignment: str, size: int, jobs: int) -> list[dict]
     return measurements
 
 
+MEDIAN_GOAL_S = 4.0
+
+
+def per_submission_median(work: Path, assignment: str, count: int) -> dict:
+    """Median seconds per submission on one core (parallel_grading --jobs 1 times each submission)."""
+    course = new_course(work / "median", [assignment])
+    name, sol, rel = notebooks(course, assignment)
+    submit(course, assignment, {f"student{i:03d}": submission(i, sol, rel) for i in range(count)}, name)
+    result = run_measured([sys.executable, "-m", "course_grading.parallel_grading", assignment, "--jobs", "1"], course)
+    seconds = sorted(float(m) for m in re.findall(r"^graded\s+\S+\s+\(([\d.]+) s\)", result["stdout"], re.M))
+    median = statistics.median(seconds) if seconds else None
+    measurement = dict(measurement="median_seconds_per_submission", assignment=assignment, submissions=count,
+                       graded=len(seconds), seconds=seconds, median_s=median, goal_s=MEDIAN_GOAL_S,
+                       within_goal=median is not None and median <= MEDIAN_GOAL_S, sandboxed=True,
+                       returncode=result["returncode"], peak_tree_rss_mib=result["peak_tree_rss_mib"])
+    print(json.dumps(measurement), flush=True)
+    return measurement
+
+
 def main() -> None:
     all_assignments = sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -187,6 +215,8 @@ def main() -> None:
     parser.add_argument("--class-size", type=int, default=100, help="submissions in part (b) (0: skip it)")
     parser.add_argument("--class-assignment", default="ch05_attention", choices=all_assignments, metavar="NAME")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="worker processes for the parallel run")
+    parser.add_argument("--median-count", type=int, default=9,
+                        help="submissions for part (d), the median per submission (0: skip it)")
     parser.add_argument("--save", action="store_true", help="write bench/results/autograde.json")
     parser.add_argument("--keep", type=Path, default=None, help="work in this new folder and keep it")
     args = parser.parse_args()
@@ -196,18 +226,21 @@ def main() -> None:
         parser.error(f"--keep {args.keep} exists already; give a new folder")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-autograde-"))
-    context = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count())
+    context = dict(machine=platform.processor() or platform.machine(), cpu=cpu_name(), cpus=os.cpu_count(),
+                   sandbox="bubblewrap")
     print(json.dumps(dict(measurement="context", **context, work_dir=str(work))), flush=True)
     try:
         chapters = per_chapter(work, args.assignments, args.per_chapter) if args.per_chapter else []
         klass = whole_class(work, args.class_assignment, args.class_size, args.jobs) if args.class_size else []
+        median = per_submission_median(work, args.class_assignment, args.median_count) if args.median_count else None
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     if args.save:
         out = ROOT / "bench" / "results" / "autograde.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({"context": context, "per_chapter": chapters, "class": klass}, indent=1) + "\n")
+        out.write_text(json.dumps({"context": context, "per_chapter": chapters, "class": klass,
+                                   "per_submission": median}, indent=1) + "\n")
     parts = []
     if chapters:
         parts.append("per submission " + ", ".join(f"{m['assignment'].split('_')[0]} {m['seconds_per_submission']} s"
@@ -219,6 +252,9 @@ def main() -> None:
                      f"peak memory {seq['peak_tree_rss_mib']} vs {par['peak_tree_rss_mib']} MiB, gradebook "
                      f"{'identical' if par['gradebook_identical'] else 'DIFFERENT'}, CSV "
                      f"{'identical' if par['csv_identical'] else 'DIFFERENT'}")
+    if median:
+        parts.append(f"median per submission on one core ({median['assignment']}, sandboxed): "
+                     f"{median['median_s']} s (goal <= {MEDIAN_GOAL_S:g} s)")
     print("summary: " + "; ".join(parts))
 
 

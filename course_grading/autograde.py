@@ -7,6 +7,8 @@
   one notebook, that file is graded as the assignment's notebook. The submitted file is not
   renamed; the graded copy in ``autograded/`` gets the right name.
 - Grading refuses to start when the sandbox is unavailable (see :mod:`course_grading.sandbox`).
+- ``nbgrader generate_feedback`` finds the same students (:class:`CourseGenerateFeedback`), and
+  never copies a notebook into a feedback folder whose name has glob characters.
 
 ``nbgrader_config.py`` calls :func:`install`, which makes ``nbgrader autograde`` use this class, so
 the instructor's commands stay nbgrader's own.
@@ -18,14 +20,42 @@ import glob
 import os
 
 from nbgrader.api import Gradebook, MissingEntry
-from nbgrader.converters import Autograde, NbGraderException
+from nbgrader.converters import Autograde, GenerateFeedback, NbGraderException
 
 from course_grading import sandbox
 
-__all__ = ["CourseAutograde", "install"]
+__all__ = ["CourseAutograde", "CourseGenerateFeedback", "install"]
 
 
-class CourseAutograde(Autograde):
+class LiteralFolders:
+    """nbgrader converters glob for notebooks inside the folders they found; escape those folders."""
+
+    def init_notebooks(self) -> None:
+        self.assignments = {}
+        self.notebooks = []
+        self._renamed: dict[str, str] = getattr(self, "_renamed", {})
+        assignment_glob = self._format_source(self.coursedir.assignment_id, self.coursedir.student_id)
+        for assignment in glob.glob(assignment_glob):
+            # The folder found is literal: escape it before looking for notebooks inside it.
+            found = glob.glob(os.path.join(glob.escape(assignment), self.coursedir.notebook_id + ".ipynb"))
+            if not found:
+                self.log.warning("No notebooks were matched in '%s'", assignment)
+                continue
+            self.assignments[assignment] = self._rename_misnamed(assignment, found)
+        if not self.assignments:
+            msg = "No notebooks were matched by '%s'" % assignment_glob
+            self.log.error(msg)
+            raise NbGraderException(msg)
+
+    def _rename_misnamed(self, folder: str, found: list[str]) -> list[str]:
+        return found
+
+
+class CourseGenerateFeedback(LiteralFolders, GenerateFeedback):
+    """nbgrader's ``GenerateFeedback`` that also finds students whose ids contain glob characters."""
+
+
+class CourseAutograde(LiteralFolders, Autograde):
     def start(self) -> None:
         if not sandbox.no_sandbox_requested():
             try:
@@ -44,23 +74,6 @@ class CourseAutograde(Autograde):
                 return [nb.name for nb in gb.find_assignment(assignment_id).notebooks]
         except MissingEntry:
             return []
-
-    def init_notebooks(self) -> None:
-        self.assignments = {}
-        self.notebooks = []
-        self._renamed: dict[str, str] = getattr(self, "_renamed", {})
-        assignment_glob = self._format_source(self.coursedir.assignment_id, self.coursedir.student_id)
-        for assignment in glob.glob(assignment_glob):
-            # The folder found is literal: escape it before looking for notebooks inside it.
-            found = glob.glob(os.path.join(glob.escape(assignment), self.coursedir.notebook_id + ".ipynb"))
-            if not found:
-                self.log.warning("No notebooks were matched in '%s'", assignment)
-                continue
-            self.assignments[assignment] = self._rename_misnamed(assignment, found)
-        if not self.assignments:
-            msg = "No notebooks were matched by '%s'" % assignment_glob
-            self.log.error(msg)
-            raise NbGraderException(msg)
 
     def _rename_misnamed(self, folder: str, found: list[str]) -> list[str]:
         assignment_id = os.path.basename(os.path.normpath(folder))
@@ -123,8 +136,30 @@ class CourseAutograde(Autograde):
             self._sanitizing = True
 
 
+def _is_ignored(filename: str, ignore_globs: list[str] | None = None) -> bool:
+    """nbgrader's ``utils.is_ignored`` with the folder escaped: in ``feedback/ana[1]/`` the pattern
+    ``*.ipynb`` matched nothing, and the autograded notebook, hidden tests included, was copied into
+    the student's feedback."""
+    if ignore_globs is None:
+        return False
+    folder = glob.escape(os.path.dirname(filename))
+    return any(filename in glob.glob(os.path.join(folder, expr)) for expr in ignore_globs)
+
+
 def install() -> None:
-    """Make ``nbgrader autograde`` use :class:`CourseAutograde` (called from nbgrader_config.py)."""
-    from nbgrader.apps import autogradeapp
+    """Make ``nbgrader autograde`` and ``generate_feedback`` (and the formgrader) use the classes above.
+
+    Called from nbgrader_config.py, which nbgrader loads before it starts a command.
+    """
+    from nbgrader import utils
+    from nbgrader.apps import api, autogradeapp, generatefeedbackapp
+
+    utils.is_ignored = _is_ignored
 
     autogradeapp.Autograde = CourseAutograde
+    generatefeedbackapp.GenerateFeedback = CourseGenerateFeedback
+    # The formgrader's buttons go through nbgrader's API module.
+    if getattr(api, "Autograde", None) is Autograde:
+        api.Autograde = CourseAutograde
+    if getattr(api, "GenerateFeedback", None) is GenerateFeedback:
+        api.GenerateFeedback = CourseGenerateFeedback

@@ -51,7 +51,14 @@ def _enc(obj, tensors):
     if isinstance(obj, _torch.Tensor):
         key = f"r{len(tensors)}"
         tensors[key] = _torch.Tensor.contiguous(_torch.Tensor.clone(_torch.Tensor.detach(obj))).as_subclass(_torch.Tensor)
-        return {"t": key}
+        node = {"t": key}
+        if obj.requires_grad:
+            node["grad"] = True
+        if isinstance(obj, _torch.nn.Parameter):
+            node["param"] = True
+        return node
+    if t is _torch.Generator:
+        return _enc(obj.get_state(), tensors)
     if t in (list, tuple):
         return {"l" if t is list else "u": [_enc(x, tensors) for x in obj]}
     if t is _torch.Size:
@@ -85,6 +92,10 @@ def _dec(node, tensors):
         return _objects[node["h"]]
     if "dtype" in node:
         return _DTYPES[node["dtype"]]
+    if "gen" in node:
+        generator = _torch.Generator()
+        generator.set_state(tensors[node["gen"]])
+        return generator
     if "m" in node:
         kind = node["m"]
         assert kind in _LAYERS
@@ -98,11 +109,20 @@ def _dec(node, tensors):
 
 
 def serve(call):
+    """Serve the call whose request files start with ``call`` (the fallback without the socket)."""
     request = _json.loads(open(f"{call}.req.json").read())
     try:
         tensors = _load(f"{call}.req.safetensors")
     except Exception:
         tensors = {}
+    answer, out_tensors = handle(request, tensors)
+    if out_tensors:
+        _save(out_tensors, f"{call}.res.safetensors")
+    with open(f"{call}.res.json", "w") as f:
+        f.write(_json.dumps(answer))
+
+
+def handle(request, tensors):
     out_tensors = {}
     try:
         op = request["op"]
@@ -125,7 +145,8 @@ def serve(call):
                     value = target(*args, **kwargs)
                 out_tensors["rng"] = _torch.get_rng_state()
                 # Changes made in place to the tensors passed in go back too (a test may check them).
-                inputs = [x for x in _flatten(args) + _flatten(list(kwargs.values())) if isinstance(x, _torch.Tensor)]
+                inputs = [x for x in _flatten(args) + _flatten(list(kwargs.values()))
+                          if isinstance(x, (_torch.Tensor, _torch.Generator))]
                 result_args = [_enc(x, out_tensors) for x in inputs]
             result = _enc(value, out_tensors)
             if op == "call":
@@ -134,14 +155,52 @@ def serve(call):
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the judge
         tb = _traceback.format_exception(type(exc), exc, exc.__traceback__)
         # Drop the frames of this bridge: the student sees where their own code failed.
-        tb = [line for line in tb if "_course_bridge" not in line]
+        tb = [line for line in tb if "<course-grading-bridge>" not in line]
         answer = {"e": {"type": type(exc).__name__, "message": str(exc)[:4000], "traceback": "".join(tb)[-8000:],
                         "stop": isinstance(exc, StopIteration)}}
         out_tensors = {}
-    if out_tensors:
-        _save(out_tensors, f"{call}.res.safetensors")
-    with open(f"{call}.res.json", "w") as f:
-        f.write(_json.dumps(answer))
+    return answer, out_tensors
+
+
+def start_server(path):
+    """Answer the judge's calls over a Unix socket, from a thread (no trip through IPython per call).
+
+    Each message is two 8-byte lengths, the request's JSON and its safetensors bytes; the answer has
+    the same form. The judge only calls between cells, when the kernel's main thread is idle.
+    """
+    import os as _os, socket as _socket, struct as _struct, threading as _threading
+
+    server = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    server.bind(path + ".tmp")
+    _os.rename(path + ".tmp", path)
+    server.listen(1)
+
+    def receive(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    from safetensors.torch import load as _load_bytes, save as _save_bytes
+
+    def loop():
+        conn, _ = server.accept()
+        try:
+            while True:
+                (n_json, n_tensors) = _struct.unpack("!QQ", receive(conn, 16))
+                request = _json.loads(receive(conn, n_json).decode())
+                tensors = _load_bytes(receive(conn, n_tensors)) if n_tensors else {}
+                answer, out_tensors = handle(request, tensors)
+                data = _json.dumps(answer).encode()
+                blob = _save_bytes(out_tensors) if out_tensors else b""
+                conn.sendall(_struct.pack("!QQ", len(data), len(blob)) + data + blob)
+        except (EOFError, OSError):
+            pass
+
+    _threading.Thread(target=loop, name="course-grading-bridge", daemon=True).start()
 
 
 def _flatten(items):

@@ -408,14 +408,17 @@ def grade_in_parallel(assignment: str, jobs: int | None = None, students: list[s
         kernel_threads = None if jobs == 1 or "OMP_NUM_THREADS" in os.environ else max(1, default_jobs() // jobs)
         initargs = (str(Path.cwd()), str(snapshot), work_dir, assignment, force, kernel_threads)
         results, interrupted = _run_workers(order, jobs, initargs, out)
-        for _ in range(2):  # a worker that died takes its pool down: grade the rest with a fresh pool
-            lost = [s for s in order if s not in results]
-            if not lost or interrupted:
-                break
+        lost = [s for s in order if s not in results]
+        if lost and not interrupted:
+            # A worker that died took its pool down. Grade each remaining submission in a pool of its
+            # own, so that one submission that kills its worker again costs no one else a grade.
             remove_half_written(lost)
-            out(f"a worker process died; grading the {len(lost)} remaining submission(s) with new workers")
-            more, interrupted = _run_workers(lost, min(jobs, len(lost)), initargs, out)
-            results.update(more)
+            out(f"a worker process died; grading the {len(lost)} remaining submission(s) one by one with new workers")
+            for student in lost:
+                more, interrupted = _run_workers([student], 1, initargs, out)
+                results.update(more)
+                if interrupted:
+                    break
         lost = [s for s in order if s not in results]
         remove_half_written(lost)
         to_merge = [results[s] for s in order if s in results and results[s].status != "skipped"]

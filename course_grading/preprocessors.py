@@ -201,7 +201,8 @@ class RestoreCellMetadata(NbGraderPreprocessor):
             old = cell.get("metadata", {}).get("nbgrader")
             if index in matched:
                 new = copy.deepcopy(matched[index].metadata.nbgrader)
-                if old != new:
+                if {k: v for k, v in (old or {}).items() if k != "checksum"} != \
+                        {k: v for k, v in new.items() if k != "checksum"}:
                     self.log.warning("Cell %d ('%s'): nbgrader metadata restored from the release",
                                      index, new.get("grade_id"))
                 cell.metadata["nbgrader"] = new
@@ -263,6 +264,8 @@ _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TES
 class HideHiddenTests(Preprocessor):
     """For feedback: remove the hidden tests from test cells (the outputs still say what failed)."""
 
+    enabled = Bool(True).tag(config=True)  # nbconvert preprocessors are off unless enabled
+
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "code" and "### BEGIN HIDDEN TESTS" in cell.source:
             cell.source = _HIDDEN.sub("# (hidden checks, run at grading: not shown)\n", cell.source).rstrip()
@@ -310,12 +313,19 @@ class SandboxedExecute(StopAtHangOrCrash):
         judged = assignment in self.judged_assignments
         self._hidden_modules = list(self.judged_assignments.get(assignment, [])) if judged else []
         self._scratch = Path(tempfile.mkdtemp(prefix="grading-scratch-"))
-        self._judge = Judge(self._scratch, self._kernel_execute) if judged else None
+        self._judge = Judge(self._scratch, self._kernel_execute, self._kernel_alive) if judged else None
         try:
             if self._judge is not None:
                 self._run_trusted_setup(info)
             return super().preprocess(nb, resources, *args, **kwargs)
+        except Exception:
+            tail = self.km.stderr_tail() if isinstance(getattr(self, "km", None), sandbox.SandboxedKernelManager) else ""
+            if tail:
+                self.log.error("The sandboxed kernel's stderr ended with:\n%s", tail)
+            raise
         finally:
+            if self._judge is not None:
+                self._judge.close()
             self._judge = None
             shutil.rmtree(self._scratch, ignore_errors=True)
 
@@ -364,6 +374,9 @@ class SandboxedExecute(StopAtHangOrCrash):
             return cell, resources
         cell.outputs = [from_dict(o) for o in outputs]
         return cell, resources
+
+    def _kernel_alive(self) -> bool:
+        return bool(run_sync(self.km.is_alive)())
 
     def _kernel_execute(self, code: str, deadline: float) -> None:
         run_sync(self._async_kernel_execute)(code, deadline)

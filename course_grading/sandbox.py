@@ -222,4 +222,25 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     async def _async_pre_start_kernel(self, **kw):
         kw["cwd"] = self.scratch
-        return await super()._async_pre_start_kernel(**kw)
+        # What the student's process writes to its own stdout and stderr (not to the notebook) must not
+        # flood the grader's log: it goes to nowhere and to a file in the scratch folder (size-limited).
+        kw["stdout"] = subprocess.DEVNULL
+        kw["stderr"] = open(Path(self.scratch) / "kernel-stderr.log", "ab")  # noqa: SIM115 - closed below
+        try:
+            return await super()._async_pre_start_kernel(**kw)
+        finally:
+            self._stderr_file = kw["stderr"]
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        stderr = getattr(self, "_stderr_file", None)
+        if stderr is not None:
+            stderr.close()
+
+    def stderr_tail(self, size: int = 2000) -> str:
+        """The end of what the sandbox and the kernel wrote to stderr (for the grader's log)."""
+        try:
+            data = (Path(self.scratch) / "kernel-stderr.log").read_bytes()
+        except OSError:
+            return ""
+        return data[-size:].decode(errors="replace")

@@ -36,8 +36,9 @@ def test_only_an_error_fails_a_test_cell():
 
 def test_feedback_hides_hidden_tests():
     cell = nbformat.v4.new_code_cell("visible()\n\n### BEGIN HIDDEN TESTS\nsecret_reference()\n### END HIDDEN TESTS\n")
-    cell, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
-    assert "secret_reference" not in cell.source and "visible()" in cell.source
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb, _ = HideHiddenTests()(nb, {})  # as nbconvert calls it (an exporter skips disabled preprocessors)
+    assert "secret_reference" not in nb.cells[0].source and "visible()" in nb.cells[0].source
 
 
 def test_free_names_are_the_names_a_cell_reads_but_never_binds():

@@ -123,7 +123,22 @@ def not_a_notebook(sol, rel):
     return b'{"cells": [ this is not JSON', 0.0
 
 
+def warnings_on_stderr(sol, rel):
+    """Right answers that print to stderr and warn while the test cells call them: full marks."""
+    nb = copy.deepcopy(sol)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution") and "### BEGIN SOLUTION" in cell.source:
+            lines = cell.source.split("\n")
+            at = next(i for i, line in enumerate(lines) if line.strip() == "### BEGIN SOLUTION")
+            indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+            lines.insert(at + 1, f"{indent}import sys, warnings; print('note', file=sys.stderr); "
+                                 "warnings.warn('a harmless warning')")
+            cell.source = "\n".join(lines)
+    return nb, _points(sol, _tests(sol))
+
+
 ROUND_TRIP = [solution_as_is, release_untouched]
+STDERR_CHAPTER = "ch02_learning_with_pytorch"  # not judged: its tests run in the kernel, where stderr reaches them
 HOSTILE = [edited_tests_to_pass, deleted_tests, answer_and_test_deleted, graded_cell_copied,
            loop_ignoring_interrupts, kernel_killer, not_a_notebook]
 
@@ -141,7 +156,9 @@ def graded(course):
         (notebook,) = [p.name for p in (SOLUTIONS / assignment).glob("*.ipynb")]
         sol = nbformat.read(SOLUTIONS / assignment / notebook, as_version=4)
         rel = nbformat.read(course / "exercises" / assignment / notebook, as_version=4)
-        for maker in ROUND_TRIP + (HOSTILE if assignment == PILOT else []):
+        makers = ROUND_TRIP + (HOSTILE if assignment == PILOT else []) + \
+            ([warnings_on_stderr] if assignment == STDERR_CHAPTER else [])
+        for maker in makers:
             content, score = maker(sol, rel)
             target = course / "submitted" / maker.__name__ / assignment / notebook
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -208,3 +208,34 @@ def test_clear_errors_for_bad_arguments(graded):
     assert nobody.returncode == 2 and "by student(s) 'nobody'" in nobody.stderr, nobody.stderr[-3000:]
     no_course = _parallel(graded["parallel"] / "submitted", PILOT)
     assert no_course.returncode == 2 and "has no nbgrader_config.py" in no_course.stderr
+
+
+def test_a_submission_that_kills_its_worker_costs_no_one_else_a_grade(tmp_path):
+    """Without the sandbox (COURSE_GRADING_NO_SANDBOX=1) a kernel can kill the worker that grades it;
+    the others are still graded, and the killer is named as not graded."""
+    import os
+
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(SOLUTIONS / PILOT, course / "solutions" / PILOT)
+    assert _nbgrader(course, "generate_assignment", PILOT, "--force").returncode == 0
+    (notebook,) = [p.name for p in (SOLUTIONS / PILOT).glob("*.ipynb")]
+    sol = nbformat.read(SOLUTIONS / PILOT / notebook, as_version=4)
+    killer = copy.deepcopy(sol)
+    killer.cells.insert(2, nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"))
+    for student, nb in (("a_first", sol), ("b_killer", killer), ("c_last", sol)):
+        folder = course / "submitted" / student / PILOT
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / notebook)
+    env = dict(os.environ, COURSE_GRADING_NO_SANDBOX="1")
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "course_grading.parallel_grading", PILOT, "--jobs", "1"],
+                            cwd=course, capture_output=True, text=True, timeout=600, env=env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log[-3000:]
+    assert "run the command again to grade them: b_killer" in result.stdout, result.stdout
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "llm-from-scratch") as gb:
+        assert gb.find_submission(PILOT, "a_first").score == 12
+        assert gb.find_submission(PILOT, "c_last").score == 12
