@@ -25,7 +25,8 @@ batch orders, drawn from their own seeded generators, stay as written.
 
 How the values are captured: an IPython AST transformer rewrites each ``assert`` so that every
 comparison in it (``a < b``, ``a < b < c``, and each comparison joined by ``and``) records its
-operands before the assert runs as usual. A failing assert is recorded as failing and the chapter
+operands before the assert runs as usual; any other assert (``assert torch.equal(a, b)``) records
+whether it was true. A failing assert is recorded as failing and the chapter
 goes on with its next cell, so one run reports every claim. The chapters themselves are not
 changed: the learner sees plain asserts.
 
@@ -102,16 +103,25 @@ def _claims_compare(key, operands, ops):
     return result
 
 
+def _claims_truth(key, operand):
+    value = operand()
+    _claims_records.append({"cell": _claims_cell[0], "key": key, "values": [bool(value)], "ops": [],
+                            "held": bool(value)})
+    return value
+
+
 class _ClaimsRewriter(_claims_ast.NodeTransformer):
     _OPS = {_claims_ast.Lt: "<", _claims_ast.LtE: "<=", _claims_ast.Gt: ">", _claims_ast.GtE: ">=",
             _claims_ast.Eq: "==", _claims_ast.NotEq: "!=", _claims_ast.In: "in", _claims_ast.NotIn: "not in",
             _claims_ast.Is: "is", _claims_ast.IsNot: "is not"}
 
     def _wrap(self, node, key):
-        if not isinstance(node, _claims_ast.Compare):
-            return node
         lam = lambda e: _claims_ast.Lambda(args=_claims_ast.arguments(posonlyargs=[], args=[], kwonlyargs=[],
                                                                       kw_defaults=[], defaults=[]), body=e)
+        if not isinstance(node, _claims_ast.Compare):  # a plain truth value: record it as "value is true"
+            call = _claims_ast.Call(func=_claims_ast.Name("_claims_truth", _claims_ast.Load()),
+                                    args=[_claims_ast.Constant(key), lam(node)], keywords=[])
+            return _claims_ast.copy_location(call, node)
         call = _claims_ast.Call(
             func=_claims_ast.Name("_claims_compare", _claims_ast.Load()),
             args=[_claims_ast.Constant(key),

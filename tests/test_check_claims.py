@@ -20,6 +20,7 @@ CELLS = [
     "y = 1\nassert 0 < y < 2 and y == 1 and calls.append('evaluated once') is None",
     "def inside():\n    z = 4\n    assert z in (4, 5)\ninside()",
     "assert len(calls) == 1             # the recorder evaluated each operand exactly once",
+    "assert x and not calls[1:]         # plain truth values are recorded too",
 ]
 
 
@@ -45,6 +46,7 @@ def test_every_comparison_is_recorded_and_a_failing_claim_does_not_stop_the_run(
     assert records["0 < y < 2"]["values"] == [0, 1, 2] and records["0 < y < 2"]["ops"] == ["<", "<"]
     assert records["z in (4, 5)"]["held"]                      # asserts inside functions too
     assert records["len(calls) == 1"]["held"]                  # no operand evaluated twice
+    assert records["x"]["values"] == [True] and records["not calls[1:]"]["held"]
     assert check_claims.margin(records["x < 2.0"]) == pytest.approx(2.0 - records["x < 2.0"]["values"][0])
 
 
