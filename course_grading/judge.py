@@ -137,6 +137,8 @@ class Judge:
         import torch
 
         self.torch = torch
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)  # the checks compute on small tensors; spinning threads only cost CPU
         self.scratch = scratch
         self._execute = execute
         self._alive = alive

@@ -165,6 +165,9 @@ def sandbox_command(scratch: Path, hidden_modules: Iterable[str] = (), *, memory
     args += ["--bind", str(scratch), str(scratch), "--chdir", str(scratch), "--clearenv"]
     environment = {"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch),
                    "MPLCONFIGDIR": str(scratch / ".matplotlib"), "PYTHONDONTWRITEBYTECODE": "1"}
+    # One thread per kernel unless the grader chose otherwise (parallel grading shares the cores out):
+    # a kernel grades small exercises, and idle OpenMP threads spinning between them only burn CPU.
+    environment.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     environment.update({k: v for k, v in (env or os.environ).items() if k in ENV_ALLOW})
     for key, value in sorted(environment.items()):
         args += ["--setenv", key, value]

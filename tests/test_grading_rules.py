@@ -84,3 +84,13 @@ def test_sandbox_sees_only_its_scratch_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "True", "hidden", "read-only", "offline"]
     assert (scratch / "out.txt").read_text() == "ok"
+
+
+def test_grading_refuses_without_bubblewrap_and_says_why(tmp_path):
+    shutil.copy(Path(__file__).resolve().parents[1] / "nbgrader_config.py", tmp_path)
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no bwrap on this PATH
+    result = subprocess.run([sys.executable, "-m", "course_grading.parallel_grading", "ch05_attention"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "refusing to grade" in result.stderr and "apt-get install bubblewrap" in result.stderr
+    assert "COURSE_GRADING_NO_SANDBOX=1" in result.stderr
