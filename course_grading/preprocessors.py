@@ -300,10 +300,14 @@ class SandboxedExecute(StopAtHangOrCrash):
     sandbox_processes = Integer(256, help="processes and threads (enforced when not grading as root)").tag(config=True)
     use_sandbox = Bool(True, help="run kernels in bubblewrap; set COURSE_GRADING_NO_SANDBOX=1 to turn off "
                                   "(logged for every submission)").tag(config=True)
+    max_output_bytes = Integer(1_000_000, help="output one cell may keep; the rest is dropped with a note, so "
+                                                "that a cell printing in a loop cannot fill the grader's memory"
+                               ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict, *args, **kwargs):
         info = resources.get("nbgrader", {})
         assignment = info.get("assignment")
+        self._output_used: dict[int, int] = {}
         self._sandboxed = self.use_sandbox and not sandbox.no_sandbox_requested()
         if not self._sandboxed:
             self.log.warning("NOT SANDBOXED: the student's code runs with the grader's rights "
@@ -374,6 +378,20 @@ class SandboxedExecute(StopAtHangOrCrash):
             return cell, resources
         cell.outputs = [from_dict(o) for o in outputs]
         return cell, resources
+
+    def output(self, outs, msg, display_id, cell_index):
+        """nbclient's output handling, with at most ``max_output_bytes`` kept per cell."""
+        content = msg.get("content", {})
+        size = len(content.get("text", "")) + sum(len(str(v)) for v in content.get("data", {}).values())
+        used = self._output_used.get(cell_index, 0)
+        self._output_used[cell_index] = used + size
+        if used + size > self.max_output_bytes and msg.get("msg_type") != "error":
+            if used <= self.max_output_bytes:  # the first output over the budget: say so, once
+                outs.append(NotebookNode(output_type="stream", name="stdout",
+                                         text=f"\n[output cut: this cell printed more than {self.max_output_bytes} "
+                                              "bytes; the rest was dropped]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
 
     def _kernel_alive(self) -> bool:
         return bool(run_sync(self.km.is_alive)())

@@ -136,8 +136,7 @@ def sandbox_command(scratch: Path, hidden_modules: Iterable[str] = (), *, memory
     ro.append(python.resolve().parent)
     args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--tmpfs", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for system in ("/usr", "/opt/conda") if Path("/opt/conda").is_dir() else ("/usr",):
-        args += ["--ro-bind", system, system]
+    args += ["--ro-bind", "/usr", "/usr"]
     for link in ("bin", "lib", "lib64", "sbin", "lib32"):
         path = Path("/") / link
         if path.is_symlink():

@@ -94,3 +94,18 @@ def test_grading_refuses_without_bubblewrap_and_says_why(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "refusing to grade" in result.stderr and "apt-get install bubblewrap" in result.stderr
     assert "COURSE_GRADING_NO_SANDBOX=1" in result.stderr
+
+
+@needs_bwrap
+def test_a_cell_that_prints_without_end_keeps_a_bounded_output(tmp_path):
+    from course_grading.preprocessors import SandboxedExecute
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("for i in range(20000):\n    print('x' * 500)"),
+        nbformat.v4.new_code_cell("print('after')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    executor = SandboxedExecute(timeout=60, max_output_bytes=100_000)
+    nb, _ = executor.preprocess(nb, {"nbgrader": {"assignment": "not-judged"}, "metadata": {"path": str(tmp_path)}})
+    kept = sum(len(o.get("text", "")) for o in nb.cells[0].outputs)
+    assert kept < 110_000 and "output cut" in nb.cells[0].outputs[-1].text
+    assert nb.cells[1].outputs[0].text == "after\n"
