@@ -235,12 +235,15 @@ def _submitted_students(app: Any, assignment: str, patterns: list[str]) -> list[
     students = [pattern.fullmatch(path)["student_id"] for path in sorted(lister.assignments)]
     if not patterns:
         return students
-    unmatched = [p for p in patterns if not fnmatch.filter(students, p)]
+    def matches(student: str, pattern: str) -> bool:  # an id is also matched literally: ana[1] is a folder name
+        return student == pattern or fnmatch.fnmatchcase(student, pattern)
+
+    unmatched = [p for p in patterns if not any(matches(s, p) for s in students)]
     if unmatched:
         raise GradingSetupError(
             f"no submission of {assignment!r} by student(s) {', '.join(map(repr, unmatched))} in "
             f"{coursedir.format_path(coursedir.submitted_directory, '*', assignment)}")
-    return [s for s in students if any(fnmatch.fnmatchcase(s, p) for p in patterns)]
+    return [s for s in students if any(matches(s, p) for p in patterns)]
 
 
 def _rows(con: sqlite3.Connection, table: str, where: str, args: list) -> list[sqlite3.Row]:
