@@ -59,7 +59,7 @@ class Recipe:
     weight_decay: float = 0.1
     beta2: float = 0.95
     grad_clip: float = 1.0
-    precision: str = "auto"  # bf16 autocast where the CPU has AMX, else fp32 (course_lib.trainer.best_precision)
+    precision: str = "auto"  # bf16 autocast where the CPU multiplies bf16 in hardware, else fp32 (best_precision)
     activation: str = "gelu"
     bias: bool = False
     fused_attention: bool = True

@@ -133,9 +133,10 @@ def test_resume_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("flags, expected", [({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
-                                             ({"avx2", "avx512f", "avx512_bf16"}, "fp32"),  # AVX512-BF16 without AMX
+                                             ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),  # AVX512-BF16 without AMX
+                                             ({"avx2", "avx512f"}, "fp32"),  # AVX-512 without bfloat16
                                              ({"avx2"}, "fp32"), (set(), "fp32")])  # a laptop; no /proc/cpuinfo
-def test_auto_precision_is_bf16_only_with_amx(monkeypatch, flags, expected):
+def test_auto_precision_is_bf16_only_with_bfloat16_hardware(monkeypatch, flags, expected):
     monkeypatch.setattr(trainer_module, "cpu_flags", lambda: flags)
     assert best_precision("cpu") == expected
     with autocast(Tiny(), "auto"):
