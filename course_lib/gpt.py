@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from course_lib.attention import AttentionConfig, MultiHeadAttention
+from course_lib.attention import AttentionConfig, MultiHeadAttention, causal_mask, merge_heads, split_heads
 
 __all__ = ["GPT", "GPTConfig", "FeedForward", "LayerNorm", "TransformerBlock", "encoder_decoder_masks", "load_hf_gpt2"]
 
@@ -95,9 +95,22 @@ class TransformerBlock(nn.Module):
         self.mlp = FeedForward(config)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.resid_dropout(self.attn(self.ln_1(x)))
+    def forward(self, x: Tensor, cache=None, layer: int = 0) -> Tensor:
+        """(B, T, D) -> (B, T, D). With a :class:`~course_lib.kv_cache.KVCache` (chapter 9), x holds only new tokens."""
+        attended = self.attn(self.ln_1(x)) if cache is None else _cached_attention(self.attn, self.ln_1(x), cache, layer)
+        x = x + self.resid_dropout(attended)
         return x + self.mlp(self.ln_2(x))
+
+
+def _cached_attention(attn: MultiHeadAttention, x: Tensor, cache, layer: int) -> Tensor:
+    """``attn(x)`` for new tokens x (B, T, D) whose earlier keys and values are in ``cache`` (chapter 9)."""
+    cfg = attn.config
+    q, k, v = attn.c_attn(x).split(cfg.d_model, dim=-1)  # 3 x (B, T, D)
+    q, k, v = (split_heads(t, cfg.n_heads) for t in (q, k, v))  # 3 x (B, H, T, Dh)
+    k, v = cache.update(layer, k, v)  # (B, H, past + T, Dh)
+    mask = causal_mask(q.shape[-2], k.shape[-2], device=x.device)  # (T, past + T): the new tokens are the last
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
+    return attn.c_proj(merge_heads(context))  # (B, T, D)
 
 
 class GPT(nn.Module):
@@ -124,17 +137,25 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """(B, T) token ids -> (B, T, vocab_size) logits for the next token at every position."""
+    def forward(self, idx: Tensor, cache=None) -> Tensor:
+        """(B, T) token ids -> (B, T, vocab_size) logits for the next token at every position.
+
+        With a :class:`~course_lib.kv_cache.KVCache` (chapter 9), ``idx`` holds only the tokens after
+        the ``cache.length`` already processed ones, and their positions continue from there.
+        """
         if idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"GPT expects integer token ids of shape (batch, tokens), got {idx.dtype} {tuple(idx.shape)}")
+        past = 0 if cache is None else cache.length
         tokens = idx.shape[1]
-        if tokens > self.config.context_length:
+        if past + tokens > self.config.context_length:
+            if past:
+                raise ValueError(f"{past} cached + {tokens} new tokens is more than context_length="
+                                 f"{self.config.context_length}")
             raise ValueError(f"{tokens} tokens is more than context_length={self.config.context_length}; crop the input")
-        positions = torch.arange(tokens, device=idx.device)  # (T,)
+        positions = torch.arange(past, past + tokens, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B, T, D)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x) if cache is None else block(x, cache, i)
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
     def num_parameters(self, include_position_embedding: bool = True) -> int:

@@ -23,6 +23,10 @@ but does not enter the count.
 
 The named shapes are GPT-2 small/medium/large/XL (the published checkpoints, with tied
 embeddings) and GPT-3 175B.
+
+Chapter 9 adds the LLaMA-style count: :class:`LlamaShape`, :func:`llama_parameter_breakdown` and
+:func:`llama_parameter_count` (same keys, so the two architectures can be compared line by line),
+with the named shapes Llama-2-7B, Llama-3-8B and SmolLM-135M in :data:`LLAMA_NAMED_SHAPES`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "LLAMA2_7B",
+    "LLAMA3_8B",
+    "LLAMA_NAMED_SHAPES",
+    "SMOLLM_135M",
+    "LlamaShape",
+    "llama_parameter_breakdown",
+    "llama_parameter_count",
     "GPT2_LARGE",
     "GPT2_MEDIUM",
     "GPT2_SMALL",
@@ -138,4 +149,92 @@ NAMED_SHAPES: dict[str, TransformerShape] = {
     "GPT-2 large": GPT2_LARGE,
     "GPT-2 XL": GPT2_XL,
     "GPT-3 175B": GPT3_175B,
+}
+
+
+# ------------------------------------------------------------------ LLaMA-style models (chapter 9)
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The numbers that fix the size of a LLaMA-style transformer (chapter 9).
+
+    Differences from :class:`TransformerShape`: no position table (RoPE has no parameters), so no
+    ``context_length``; ``n_kv_heads`` key/value heads (grouped-query attention); a SwiGLU MLP of
+    hidden width ``d_ff`` with three matrices; RMSNorm (a gain, no shift); no biases anywhere;
+    ``tied_embeddings`` is usually False. ``head_dim`` defaults to ``d_model // n_heads``.
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    tied_embeddings: bool = False
+    head_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
+            _positive_int(name, getattr(self, name))
+        if self.head_dim is None:
+            if self.d_model % self.n_heads != 0:
+                raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), "
+                                 "or head_dim given")
+            object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+        _positive_int("head_dim", self.head_dim)
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
+        if not isinstance(self.tied_embeddings, bool):
+            raise TypeError(f"tied_embeddings must be True or False, got {self.tied_embeddings!r}")
+
+    @classmethod
+    def from_config(cls, config) -> "LlamaShape":
+        """The shape of a :class:`course_lib.llama.LlamaConfig`."""
+        return cls(vocab_size=config.vocab_size, d_model=config.d_model, n_layers=config.n_layers,
+                   n_heads=config.n_heads, n_kv_heads=config.n_kv_heads, d_ff=config.d_ff,
+                   tied_embeddings=config.tie_embeddings, head_dim=config.head_dim)
+
+
+def llama_parameter_breakdown(shape: LlamaShape) -> dict[str, int]:
+    """Trainable parameters per kind of layer, with the same keys as :func:`parameter_breakdown`.
+
+    ``position_embedding`` is always 0 (rotary embeddings are computed, not learned);
+    ``attention`` counts q and o (``D x H*Dh`` each) and k and v (``D x K*Dh`` each), no biases;
+    ``mlp`` counts gate, up and down (``3 * D * d_ff``); the norms are RMSNorm gains of ``D``.
+    """
+    if not isinstance(shape, LlamaShape):
+        raise TypeError(f"shape must be a LlamaShape, got {type(shape).__name__}")
+    V, D, L = shape.vocab_size, shape.d_model, shape.n_layers
+    q_width, kv_width = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    attention = D * q_width + 2 * D * kv_width + q_width * D  # q, k, v, o
+    return {
+        "token_embedding": V * D,
+        "position_embedding": 0,
+        "attention": L * attention,
+        "mlp": L * 3 * D * shape.d_ff,
+        "block_layer_norms": L * 2 * D,
+        "final_layer_norm": D,
+        "output_head": 0 if shape.tied_embeddings else D * V,
+    }
+
+
+def llama_parameter_count(shape: LlamaShape) -> int:
+    """The exact number of trainable parameters of a LLaMA-style ``shape`` (tied weights counted once)."""
+    return sum(llama_parameter_breakdown(shape).values())
+
+
+#: Llama-2-7B (Touvron et al., 2023), 6,738,415,616 parameters.
+LLAMA2_7B = LlamaShape(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, d_ff=11008)
+#: Llama-3-8B (Meta, 2024), 8,030,261,248 parameters: 8 key/value heads, a vocabulary of 128,256.
+LLAMA3_8B = LlamaShape(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336)
+#: SmolLM-135M (Hugging Face, 2024), 134,515,008 parameters: 3 key/value heads, tied embeddings.
+SMOLLM_135M = LlamaShape(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_ff=1536,
+                         tied_embeddings=True)
+
+#: The named LLaMA-style shapes, smallest first.
+LLAMA_NAMED_SHAPES: dict[str, LlamaShape] = {
+    "SmolLM-135M": SMOLLM_135M,
+    "Llama-2-7B": LLAMA2_7B,
+    "Llama-3-8B": LLAMA3_8B,
 }
