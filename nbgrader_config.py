@@ -70,16 +70,22 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 
-# Assignments whose test cells run in the trusted judge (the grader's process), with the
-# course_lib modules the exercises ask the student to write hidden from the sandbox.
-# Chapters 2, 6, 7 and 8 are not judged yet: their tests hand the student's code models and
-# optimizers built by the test, and gradients, which data-only calls cannot carry (their tests run
-# in the sandboxed kernel; see "Threat model" in the instructor guide).
+# Every assignment's test cells run in the trusted judge (the grader's process), never in the
+# student's kernel. Listed with each: what the sandbox hides from the student's code, the reference
+# modules its exercises ask for, whole ("course_lib.attention") or by name ("course_lib.gpt:GPT")
+# where the exercise's setup imports other parts of the module.
 c.SandboxedExecute.judged_assignments = {
     "ch01_what_is_an_llm": ["course_lib.model_size", "course_lib.language_models"],
+    "ch02_learning_with_pytorch": [
+        "course_lib.training_basics:gradient_descent_step,accuracy,evaluate,train_classifier"],
     "ch03_language_models": ["course_lib.language_models"],
     "ch04_tokens_and_embeddings": ["course_lib.tokenizers", "course_lib.embeddings", "course_lib.datasets"],
     "ch05_attention": ["course_lib.attention"],
+    "ch06_inside_the_transformer": [
+        "course_lib.gpt:LayerNorm,FeedForward,TransformerBlock,GPT,encoder_decoder_masks,load_hf_gpt2",
+        "course_lib.model_size"],
+    "ch07_training_an_llm": ["course_lib.trainer", "course_lib.generation"],
+    "ch08_finetuning_and_using_llms": ["course_lib.finetuning"],
 }
 
 # Feedback shows the outputs of every test (what passed, what failed and why), never hidden tests.

@@ -13,6 +13,14 @@ references they compare with never run there.
 What a call carries besides its arguments: torch's global random state (so ``seeded(...)`` in a
 test seeds the student's code exactly as it would in one process) and whether gradients are on.
 The random state comes back after the call.
+
+Arguments travel to the kernel as a pickle with the tensors beside it (see
+:mod:`course_grading.bridge`): a model and its optimizer built by the test arrive as copies that
+share their parameters, and after the call the kernel reports what changed (parameters,
+gradients, training flags, the optimizer's state) as data, which the judge copies into its own
+objects, so the test sees them changed as it would in one process. The grader's own functions
+(a lambda passed as a stand-in layer) and layers whose class the sandbox hides stay here and are
+called back from the kernel.
 """
 
 from __future__ import annotations
@@ -20,29 +28,25 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import functools
 import io
 import json
 import math
 import os
+import pickle
 import socket
 import struct
 import time
 import traceback
+import types
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from course_grading.bridge import KERNEL_SOURCE, MAX_JSON, MAX_TENSORS
 
 __all__ = ["Judge", "Remote", "RemoteError", "StudentTimeout", "StudentKernelDied"]
-
-# The standard layers a test may pass to the student's code; they are rebuilt there from their state.
-_LAYERS = {"Linear": lambda m: ([m.in_features, m.out_features], {"bias": m.bias is not None}),
-           "Embedding": lambda m: ([m.num_embeddings, m.embedding_dim], {}),
-           "LayerNorm": lambda m: ([list(m.normalized_shape)], {"eps": m.eps,
-                                                                "elementwise_affine": m.elementwise_affine}),
-           "Dropout": lambda m: ([m.p], {})}
 
 
 class StudentTimeout(Exception):
@@ -100,7 +104,7 @@ class Remote:
     def __setattr__(self, name: str, value: Any) -> None:
         tensors: dict = {}
         self._judge.request({"op": "setattr", "target": {"h": self._id}, "name": name,
-                             "value": self._judge.encode(value, tensors)}, tensors)
+                             "value": self._judge.pack(value, tensors)}, tensors)
 
     def _method(self, name: str, *args):
         method = self._judge.request({"op": "getattr", "target": {"h": self._id}, "name": name}, {})
@@ -133,7 +137,8 @@ class Judge:
     finished, raising :class:`StudentTimeout` or :class:`StudentKernelDied`.
     """
 
-    def __init__(self, scratch: Path, execute: Callable[[str, float], None], alive: Callable[[], bool] = lambda: True):
+    def __init__(self, scratch: Path, execute: Callable[[str, float], None], alive: Callable[[], bool] = lambda: True,
+                 hidden_modules: Iterable[str] = ()):
         import torch
 
         self.torch = torch
@@ -147,6 +152,19 @@ class Judge:
         self.deadline = math.inf
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self._proxies: dict[int, Remote] = {}
+        # Objects of the grader's that the kernel calls back (functions, layers of hidden classes).
+        self._local: dict[int, Any] = {}
+        self._iterables: dict[int, list] = {}
+        self._result_arguments: list | None = None  # while a call's result is decoded: its arguments
+        # What the sandbox hides: whole modules, and single names ("course_lib.gpt:LayerNorm,GPT").
+        self._hidden_modules: set[str] = set()
+        self._hidden_names: set[tuple[str, str]] = set()
+        for spec in hidden_modules:
+            module, _, names = spec.partition(":")
+            if names:
+                self._hidden_names.update((module, n.strip()) for n in names.split(","))
+            else:
+                self._hidden_modules.add(module)
         # A fresh process's random state, so that the judge's draws do not depend on earlier students.
         torch.manual_seed(67280421310721)
 
@@ -192,19 +210,98 @@ class Judge:
             return {"d": [[self.encode(k, tensors), self.encode(v, tensors)] for k, v in obj.items()]}
         if isinstance(obj, torch.dtype):
             return {"dtype": str(obj).split(".")[-1]}
-        if t is torch.Generator and obj.device.type == "cpu":  # its state crosses, and comes back after the call
-            key = f"a{len(tensors)}"
-            tensors[key] = obj.get_state()
-            return {"gen": key}
-        if t.__name__ in _LAYERS and getattr(torch.nn, t.__name__, None) is t:
-            args, kwargs = _LAYERS[t.__name__](obj)
-            state = {}
-            for name, value in obj.named_parameters(recurse=False):
-                key = f"a{len(tensors)}"
-                tensors[key] = value.detach().clone()
-                state[name] = key
-            return {"m": t.__name__, "args": args, "kwargs": kwargs, "state": state, "training": obj.training}
         raise TypeError(f"the grader cannot pass a {t.__name__} to the student's code")
+
+    # ---------------------------------------------------------------- arguments by pickle, state back as data
+
+    def pack(self, obj: Any, tensors: dict) -> dict:
+        """Pickle ``obj`` for the kernel; its tensors and generators go into ``tensors`` beside it."""
+        buffer = io.BytesIO()
+        try:
+            _Packer(buffer, self, tensors).dump(obj)
+        except (pickle.PicklingError, TypeError, AttributeError) as problem:
+            raise TypeError(f"the grader cannot pass this to the student's code: {problem}") from None
+        key = f"a{len(tensors)}"
+        tensors[key] = self.torch.frombuffer(bytearray(buffer.getvalue()), dtype=self.torch.uint8)
+        return {"pk": key}
+
+    def hidden_class(self, cls: type) -> bool:
+        """Whether the sandbox cannot import ``cls`` (hidden reference, or defined in a test cell)."""
+        module, qualname = cls.__module__, cls.__qualname__
+        return (module == "__main__" or "<locals>" in qualname or module in self._hidden_modules
+                or (module, qualname.split(".")[0]) in self._hidden_names)
+
+    def local_id(self, obj: Any) -> int:
+        self._local[id(obj)] = obj
+        return id(obj)
+
+    def _stateful(self, obj: Any, out: list, iterables: dict) -> None:
+        """The objects a call may change in place, in the order the kernel reports them."""
+        torch = self.torch
+        t = type(obj)
+        if t in (list, tuple):
+            for x in obj:
+                self._stateful(x, out, iterables)
+        elif t is dict:
+            for x in obj.values():
+                self._stateful(x, out, iterables)
+        elif id(obj) in iterables:
+            self._stateful(iterables[id(obj)], out, iterables)
+        elif t is Remote or t is types.GeneratorType:
+            pass
+        elif isinstance(obj, (torch.Tensor, torch.Generator, torch.nn.Module, torch.optim.Optimizer)):
+            out.append(obj)
+
+    def _apply_tensor(self, obj: Any, report: Any, tensors: dict) -> None:
+        torch = self.torch
+        if not isinstance(report, dict):
+            return
+        value = self.decode(report.get("x"), tensors)
+        if isinstance(value, torch.Tensor) and value.shape == obj.shape and value.dtype == obj.dtype:
+            with torch.no_grad():
+                if not torch.equal(value.detach(), obj.detach()):
+                    obj.copy_(value)
+        if not obj.is_leaf:
+            return
+        requires_grad = bool(report.get("rg"))
+        if obj.requires_grad != requires_grad and (obj.is_floating_point() or obj.is_complex()):
+            obj.requires_grad_(requires_grad)
+        grad = self.decode(report.get("g"), tensors)
+        if grad is None or (isinstance(grad, torch.Tensor) and grad.shape == obj.shape and grad.dtype == obj.dtype):
+            obj.grad = None if grad is None else grad.detach()
+
+    def _apply(self, obj: Any, report: Any, tensors: dict) -> None:
+        """Copy the state the kernel reports for one argument into the grader's own object."""
+        torch = self.torch
+        if not isinstance(report, dict):
+            raise RemoteError("RuntimeError", "malformed answer from the student's kernel", "")
+        if isinstance(obj, torch.Tensor):
+            self._apply_tensor(obj, report, tensors)
+        elif isinstance(obj, torch.Generator):
+            state = self.decode(report.get("gen"), tensors)
+            if isinstance(state, torch.Tensor):
+                with contextlib.suppress(RuntimeError, TypeError):
+                    obj.set_state(state.to(torch.uint8))
+        elif isinstance(obj, torch.nn.Module):
+            params, buffers = dict(obj.named_parameters()), dict(obj.named_buffers())
+            modules = dict(obj.named_modules())
+            for name, value in report.get("p") or []:
+                if name in params:
+                    self._apply_tensor(params[name], value, tensors)
+            for name, value in report.get("b") or []:
+                value = self.decode(value, tensors)
+                if name in buffers and isinstance(value, torch.Tensor) and value.shape == buffers[name].shape:
+                    with torch.no_grad():
+                        buffers[name].copy_(value)
+            for name, training in report.get("tr") or []:
+                if name in modules:
+                    modules[name].training = bool(training)
+        else:  # an optimizer
+            try:
+                obj.load_state_dict(self.decode(report.get("o"), tensors))
+            except (KeyError, ValueError, TypeError, RuntimeError) as problem:
+                raise RemoteError("RuntimeError", "the optimizer's state that came back from your code does not "
+                                  f"fit the optimizer that was passed in: {problem}", "") from None
 
     def decode(self, node: Any, tensors: dict) -> Any:
         if not isinstance(node, dict):
@@ -215,10 +312,15 @@ class Judge:
             return float(str(node["f"]))
         if "t" in node:
             tensor = tensors[str(node["t"])]
+            if node.get("node") is not None and self._result_arguments is not None and self.torch.is_grad_enabled():
+                return self._differentiable(tensor, node)
             if node.get("grad") and (tensor.is_floating_point() or tensor.is_complex()):
                 tensor.requires_grad_(True)
             if node.get("param"):
                 tensor = self.torch.nn.Parameter(tensor, requires_grad=bool(node.get("grad")))
+            grad = self.decode(node["g"], tensors) if isinstance(node.get("g"), dict) and "t" in node["g"] else None
+            if isinstance(grad, self.torch.Tensor) and grad.shape == tensor.shape and grad.dtype == tensor.dtype:
+                tensor.grad = grad.detach()
             return tensor
         if "l" in node:
             return [self.decode(x, tensors) for x in node["l"]]
@@ -273,18 +375,31 @@ class Judge:
                 self._socket = None
 
     def _exchange(self, payload: dict, tensors: dict) -> tuple[Any, dict]:
-        """One request over the bridge's socket; its answer (JSON, safetensors), bounded in size and time."""
+        """One request over the bridge's socket; its answer (JSON, safetensors), bounded in size and time.
+
+        While the student's code runs, it may call the grader's functions: such a message (``"cb"``)
+        is answered here, and the wait for the request's own answer goes on.
+        """
         from safetensors.torch import load, save
 
         data = json.dumps(payload).encode()
         blob = save({k: v.contiguous() for k, v in tensors.items()}) if tensors else b""
         try:
             self._socket.sendall(struct.pack("!QQ", len(data), len(blob)) + data + blob)
-            n_json, n_tensors = struct.unpack("!QQ", self._receive(16))
-            if n_json > MAX_JSON or n_tensors > MAX_TENSORS:
-                raise RemoteError("RuntimeError", "the student's code returned too much data", "")
-            answer = json.loads(self._receive(n_json).decode())
-            result_tensors = load(self._receive(n_tensors)) if n_tensors else {}
+            while True:
+                n_json, n_tensors = struct.unpack("!QQ", self._receive(16))
+                if n_json > MAX_JSON or n_tensors > MAX_TENSORS:
+                    raise RemoteError("RuntimeError", "the student's code returned too much data", "")
+                answer = json.loads(self._receive(n_json).decode())
+                result_tensors = load(self._receive(n_tensors)) if n_tensors else {}
+                if not (isinstance(answer, dict) and "cb" in answer):
+                    break
+                reply, reply_tensors = self._callback(answer, result_tensors)
+                data = json.dumps(reply).encode()
+                blob = save({k: v.contiguous() for k, v in reply_tensors.items()}) if reply_tensors else b""
+                if self._socket is None:
+                    raise EOFError("closed")
+                self._socket.sendall(struct.pack("!QQ", len(data), len(blob)) + data + blob)
         except (OSError, EOFError, ValueError, struct.error) as problem:
             self._socket = None  # the student's code closed or garbled it: no answers any more
             if not self._alive():
@@ -292,6 +407,26 @@ class Judge:
             raise RemoteError("RuntimeError", f"the student's kernel gave no answer ({type(problem).__name__}; was "
                               "the grading bridge removed?)", "") from None
         return answer, result_tensors
+
+    def _callback(self, message: dict, tensors: dict) -> tuple[dict, dict]:
+        """Run one of the grader's objects for the student's code; the answer is data."""
+        torch = self.torch
+        out: dict = {}
+        try:
+            key = message.get("cb")
+            if type(key) is not int or key not in self._local:
+                raise RuntimeError("the student's code called a grader function that does not exist")
+            args, kwargs = self.decode(message.get("args"), tensors), self.decode(message.get("kwargs"), tensors)
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise RuntimeError("malformed callback from the student's kernel")
+            with torch.set_grad_enabled(bool(message.get("grad"))), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = self._local[key](*args, **kwargs)
+            return {"ok": self.encode(value, out)}, out
+        except (StudentTimeout, StudentKernelDied):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the student's code, which called it
+            return {"e": {"type": type(exc).__name__, "message": str(exc)[:4000]}}, {}
 
     def _receive(self, n: int) -> bytes:
         chunks, got = [], 0
@@ -349,30 +484,44 @@ class Judge:
     def call(self, target: Remote, args: tuple, kwargs: dict) -> Any:
         torch = self.torch
         tensors: dict = {"rng": torch.get_rng_state()}
-        payload = {"op": "call", "target": {"h": target._id}, "args": self.encode(list(args), tensors),
-                   "kwargs": self.encode(dict(kwargs), tensors), "grad": torch.is_grad_enabled()}
+        arguments = [list(args), dict(kwargs)]
+        iterables: dict[int, list] = {}  # generators passed in (model.parameters()), as the lists sent
+        self._iterables = iterables
+        payload = {"op": "call", "target": {"h": target._id}, "grad": torch.is_grad_enabled(),
+                   "args": self.pack(arguments, tensors)}
         node, result_tensors = self.request(payload, tensors, raw=True)
         if not isinstance(node, dict) or "value" not in node:
             raise RemoteError("RuntimeError", "malformed answer from the student's kernel", "")
         rng = result_tensors.get("rng")
         if isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.shape == torch.get_rng_state().shape:
             torch.set_rng_state(rng)
-        # In-place changes to the tensors passed in, and the generators' states: copy them back.
-        inputs = [x for x in _flatten(list(args) + list(kwargs.values())) if isinstance(x, (torch.Tensor, torch.Generator))]
-        returned = node.get("args") or []
-        if isinstance(returned, list) and len(returned) == len(inputs):
-            with torch.no_grad():
-                for original, back in zip(inputs, returned):
-                    value = self.decode(back, result_tensors)
-                    if not isinstance(value, torch.Tensor):
-                        continue
-                    if isinstance(original, torch.Generator):
-                        with contextlib.suppress(RuntimeError, TypeError):
-                            original.set_state(value.to(torch.uint8))
-                    elif value.shape == original.shape and value.dtype == original.dtype \
-                            and not torch.equal(value.detach(), original.detach()):
-                        original.copy_(value)
-        return self.decode(node["value"], result_tensors)
+        # What the call changed in the objects passed in (tensors in place, a model's weights and
+        # gradients, an optimizer's state, a generator's state): copy it into the grader's objects.
+        changed: list = []
+        self._stateful(arguments, changed, iterables)
+        reports = node.get("state")
+        if not isinstance(reports, list) or len(reports) != len(changed):
+            raise RemoteError("RuntimeError", "malformed answer from the student's kernel", "")
+        for obj, report in zip(changed, reports):
+            self._apply(obj, report, result_tensors)
+        self._result_arguments = changed
+        try:
+            return self.decode(node["value"], result_tensors)
+        finally:
+            self._result_arguments = None
+
+    def _differentiable(self, tensor: Any, node: dict) -> Any:
+        """The student's result, connected to the arguments it was computed from: backward() on it
+        runs backward in the kernel and brings the arguments' gradients back."""
+        torch = self.torch
+        indexes = node.get("inputs") if isinstance(node.get("inputs"), list) else []
+        arguments = self._result_arguments or []
+        inputs = [arguments[i] for i in indexes if type(i) is int and 0 <= i < len(arguments)
+                  and isinstance(arguments[i], torch.Tensor)]
+        if len(inputs) != len(indexes) or not (tensor.is_floating_point() or tensor.is_complex()):
+            raise RemoteError("RuntimeError", "malformed answer from the student's kernel", "")
+        anchor = torch.zeros((), requires_grad=True)  # so that the result requires grad even without inputs
+        return _RemoteBackward.apply(self, int(node["node"]), tensor, anchor, *inputs)
 
     # ---------------------------------------------------------------- running trusted cells
 
@@ -437,16 +586,100 @@ def _free_names(tree: ast.AST) -> set[str]:
     return loaded - bound
 
 
-def _flatten(items: list) -> list:
-    flat: list = []
-    for x in items:
-        flat += _flatten(list(x)) if type(x) in (list, tuple) else [x]
-    return flat
-
-
 def deadline_after(seconds: float | None) -> float:
     return math.inf if not seconds else time.monotonic() + seconds
 
 
 def format_exc_safe(exc: BaseException) -> str:  # pragma: no cover - debugging aid
     return "".join(traceback.format_exception_only(type(exc), exc))
+
+
+class _Packer(pickle.Pickler):
+    """Pickles a call's arguments for the kernel; what must not be pickled goes as a persistent id.
+
+    Tensors (with their gradient and memory layout) and generators go into the safetensors beside
+    the pickle, the same object always under the same key, so a model and its optimizer still share
+    their parameters in the kernel. The student's objects go as their handles; the grader's
+    functions, and layers whose class the sandbox cannot import, go as callbacks (with their
+    parameters, so that they can be counted and read); a generator goes as the list of its items.
+    """
+
+    def __init__(self, file: io.BytesIO, judge: Judge, tensors: dict):
+        super().__init__(file, protocol=4)
+        self.judge, self.tensors, self.keys = judge, tensors, {}
+
+    def _store(self, data: Any) -> str:
+        key = f"a{len(self.tensors)}"
+        self.tensors[key] = data
+        return key
+
+    def persistent_id(self, obj: Any) -> Any:
+        torch, judge = self.judge.torch, self.judge
+        t = type(obj)
+        if t in (int, float, str, bool, bytes, type(None), list, tuple, dict):
+            return None
+        if t is Remote:
+            return ("h", obj._id)
+        if isinstance(obj, torch.Tensor):
+            if id(obj) in self.keys:
+                return self.keys[id(obj)]
+            data = obj.detach().as_subclass(torch.Tensor)
+            if data.is_contiguous() and data.storage_offset() == 0:
+                key, layout = self._store(data.clone()), None
+            else:  # keep the memory layout: some checks are about non-contiguous inputs
+                span = 1 + sum((s - 1) * st for s, st in zip(data.shape, data.stride())) if data.numel() else 0
+                key = self._store(torch.as_strided(data, (span,), (1,), data.storage_offset()).clone())
+                layout = list(data.stride())
+            grad = obj.grad if obj.is_leaf else None
+            grad_key = None if grad is None else self._store(grad.detach().as_subclass(torch.Tensor).contiguous().clone())
+            pid = ("t", key, list(data.shape), layout, grad_key, bool(obj.requires_grad),
+                   isinstance(obj, torch.nn.Parameter))
+            self.keys[id(obj)] = pid
+            return pid
+        if t is torch.Generator:
+            if id(obj) not in self.keys:
+                self.keys[id(obj)] = ("gen", self._store(obj.get_state()))
+            return self.keys[id(obj)]
+        if t is types.GeneratorType:
+            items = list(obj)
+            judge._iterables[id(obj)] = items
+            return ("iter", id(obj), items)
+        if isinstance(obj, torch.nn.Module) and judge.hidden_class(t):
+            attributes = {k: v for k, v in vars(obj).items()
+                          if not k.startswith("_") and k != "training" and type(v) in (int, float, str, bool, type(None))}
+            return ("jmod", judge.local_id(obj), f"{t.__module__}.{t.__qualname__}", dict(obj._parameters),
+                    dict(obj._buffers), dict(obj._modules), bool(obj.training), attributes)
+        if t in (types.FunctionType, types.MethodType, functools.partial) or (
+                not isinstance(obj, type) and callable(obj) and judge.hidden_class(t)):
+            module = getattr(obj, "__module__", "") or ""
+            if t is types.FunctionType and module.split(".")[0] == "torch" and "<" not in obj.__qualname__:
+                return None  # a torch function: the kernel imports the same one
+            return ("jfn", judge.local_id(obj), getattr(obj, "__name__", t.__name__))
+        return None
+
+
+def _make_remote_backward():
+    import torch
+
+    class RemoteBackward(torch.autograd.Function):
+        """A result computed in the kernel; its backward asks the kernel for the arguments' gradients."""
+
+        @staticmethod
+        def forward(ctx, judge, handle, value, anchor, *inputs):
+            ctx.judge, ctx.handle = judge, handle
+            ctx.shapes = [(x.shape, x.dtype) for x in inputs]
+            return value.detach().clone()
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grads = ctx.judge.request({"op": "backward", "target": {"h": ctx.handle}},
+                                      {"g": grad_output.detach().contiguous()})
+            grads = grads if isinstance(grads, list) and len(grads) == len(ctx.shapes) else [None] * len(ctx.shapes)
+            checked = [g if isinstance(g, torch.Tensor) and (g.shape, g.dtype) == shape else None
+                       for g, shape in zip(grads, ctx.shapes)]
+            return (None, None, None, None, *checked)
+
+    return RemoteBackward
+
+
+_RemoteBackward = _make_remote_backward()

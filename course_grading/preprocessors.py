@@ -317,7 +317,8 @@ class SandboxedExecute(StopAtHangOrCrash):
         judged = assignment in self.judged_assignments
         self._hidden_modules = list(self.judged_assignments.get(assignment, [])) if judged else []
         self._scratch = Path(tempfile.mkdtemp(prefix="grading-scratch-"))
-        self._judge = Judge(self._scratch, self._kernel_execute, self._kernel_alive) if judged else None
+        self._judge = Judge(self._scratch, self._kernel_execute, self._kernel_alive,
+                            hidden_modules=self._hidden_modules) if judged else None
         try:
             if self._judge is not None:
                 self._run_trusted_setup(info)

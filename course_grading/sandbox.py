@@ -28,6 +28,7 @@ set ``COURSE_GRADING_NO_SANDBOX=1`` (logged on every submission).
 
 from __future__ import annotations
 
+import ast
 import atexit
 import compileall
 import functools
@@ -95,11 +96,39 @@ def _course_lib_dir() -> Path:
 _STAGED: dict[tuple[str, ...], Path] = {}
 
 
-def staged_course_lib(hidden_modules: Iterable[str]) -> Path:
-    """A read-only copy of course_lib in which each module of ``hidden_modules`` is a stub.
+def _without(source: str, module: str, names: set[str]) -> str:
+    """``source`` with its top-level definitions of ``names`` removed; importing one says why."""
+    tree = ast.parse(source)
+    defined = set()
+    kept = []
+    for node in tree.body:
+        targets = [node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else []
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = [t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                       if isinstance(t, ast.Name)]
+        if targets and set(targets) <= names:
+            defined.update(targets)
+            continue
+        kept.append(node)
+    missing = names - defined
+    if missing:
+        raise ValueError(f"hidden names {sorted(missing)} are not defined at the top level of {module}")
+    tree.body = kept
+    message = f"{module}.{{}} is not available while your exercise is graded: the exercise asks you to write it"
+    return (ast.unparse(tree) + "\n\n\ndef __getattr__(name):\n"
+            f"    if name in {sorted(names)!r}:\n"
+            f"        raise ImportError({message!r}.format(name))\n"
+            f"    raise AttributeError('module {module} has no attribute ' + repr(name))\n")
 
-    The stub raises ImportError with a message saying why; other modules are copied as they are.
-    Made once per process and set of hidden modules, removed when the process exits.
+
+def staged_course_lib(hidden_modules: Iterable[str]) -> Path:
+    """A read-only copy of course_lib in which what ``hidden_modules`` names is hidden.
+
+    ``"course_lib.attention"`` makes the whole module a stub that raises ImportError saying why;
+    ``"course_lib.gpt:LayerNorm,GPT"`` removes only those top-level definitions (importing one
+    raises the same ImportError), for a module whose other parts the exercise's setup uses. Other
+    modules are copied as they are. Made once per process and set of hidden modules, removed when
+    the process exits.
     """
     key = tuple(sorted(hidden_modules))
     if key in _STAGED:
@@ -109,13 +138,19 @@ def staged_course_lib(hidden_modules: Iterable[str]) -> Path:
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     target = root / "course_lib"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for module in key:
+    for spec in key:
+        module, _, names = spec.partition(":")
         parts = module.split(".")
-        if parts[0] != "course_lib" or len(parts) != 2:
-            raise ValueError(f"hidden module {module!r}: give a module of course_lib, e.g. course_lib.attention")
-        (target / f"{parts[1]}.py").write_text(
-            f'raise ImportError("{module} is not available while your exercise is graded: the exercise '
-            f'asks you to write what it contains")\n')
+        if parts[0] != "course_lib" or len(parts) != 2 or not (source / f"{parts[1]}.py").is_file():
+            raise ValueError(f"hidden module {spec!r}: give a module of course_lib, e.g. course_lib.attention, "
+                             "or some of its names, e.g. course_lib.gpt:LayerNorm,GPT")
+        path = target / f"{parts[1]}.py"
+        if names:
+            path.write_text(_without(path.read_text(), module, {n.strip() for n in names.split(",")}))
+        else:
+            path.write_text(
+                f'raise ImportError("{module} is not available while your exercise is graded: the exercise '
+                f'asks you to write what it contains")\n')
     compileall.compile_dir(str(target), quiet=1)  # the sandbox cannot write bytecode caches
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)

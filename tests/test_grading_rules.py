@@ -50,9 +50,8 @@ def test_judge_encodes_data_only_and_keeps_memory_layout(tmp_path):
     judge = Judge(tmp_path, lambda code, deadline: None)
     tensors: dict = {}
     strided = torch.arange(24.0).view(2, 3, 4).transpose(1, 2)
-    node = judge.encode([1, 2.5, math.inf, "s", None, (True,), {"k": strided}, torch.float64,
-                         torch.nn.Linear(3, 2)], tensors)
-    assert node["l"][2] == {"f": "inf"} and node["l"][7] == {"dtype": "float64"} and node["l"][8]["m"] == "Linear"
+    node = judge.encode([1, 2.5, math.inf, "s", None, (True,), {"k": strided}, torch.float64], tensors)
+    assert node["l"][2] == {"f": "inf"} and node["l"][7] == {"dtype": "float64"}
     key = node["l"][6]["d"][0][1]
     rebuilt = tensors[key["t"]].as_strided(key["size"], key["stride"])
     assert torch.equal(rebuilt, strided) and not rebuilt.is_contiguous()
@@ -60,6 +59,11 @@ def test_judge_encodes_data_only_and_keeps_memory_layout(tmp_path):
         judge.encode(lambda: 0, {})
     with pytest.raises(ValueError):
         judge.decode({"pickle": "..."}, {})
+    # A pickle goes to the kernel only: the judge never reads one.
+    packed = judge.pack([torch.nn.Linear(3, 2)], tensors)
+    assert tensors[packed["pk"]].dtype == torch.uint8
+    with pytest.raises(ValueError):
+        judge.decode(packed, tensors)
 
 
 @needs_bwrap
