@@ -284,10 +284,11 @@ def _is_test(cell: NotebookNode) -> bool:
 class SandboxedExecute(StopAtHangOrCrash):
     """Rule 3, with the student's kernel in a sandbox and, where configured, a trusted judge.
 
-    ``judged_assignments`` maps an assignment to the ``course_lib`` modules its exercises ask the
-    student to write: those are stubs in the sandbox, and the assignment's test cells run in this
-    process (see :mod:`course_grading.judge`), never in the student's kernel. Other assignments'
-    test cells run in the sandboxed kernel, as in stock nbgrader.
+    ``judged_assignments`` maps an assignment to what its exercises ask the student to write: whole
+    ``course_lib`` modules (``"course_lib.attention"``), or some of a module's top-level names
+    (``"course_lib.gpt:LayerNorm,GPT"``). Those are hidden in the sandbox, and the assignment's test
+    cells run in this process (see :mod:`course_grading.judge`), never in the student's kernel. An
+    assignment not listed has its test cells run in the sandboxed kernel, as in stock nbgrader.
     """
 
     judged_assignments = Dict(

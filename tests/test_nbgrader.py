@@ -138,7 +138,7 @@ def warnings_on_stderr(sol, rel):
 
 
 ROUND_TRIP = [solution_as_is, release_untouched]
-STDERR_CHAPTER = "ch02_learning_with_pytorch"  # not judged: its tests run in the kernel, where stderr reaches them
+STDERR_CHAPTER = "ch02_learning_with_pytorch"  # a correct answer that warns and prints to stderr keeps its points
 HOSTILE = [edited_tests_to_pass, deleted_tests, answer_and_test_deleted, graded_cell_copied,
            loop_ignoring_interrupts, kernel_killer, not_a_notebook]
 
