@@ -94,3 +94,23 @@ def test_errors():
     with pytest.raises(ValueError, match="positive|>= 1"):
         KVCache(0, 10)
     assert torch.equal(generate_cached(model, torch.ones(1, 2, dtype=torch.long), 0), torch.ones(1, 2, dtype=torch.long))
+
+
+def test_benchmark_runs_and_committed_results_have_the_fields_the_chapter_reads():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "bench/kv_cache.py", "--new", "12"], cwd=root, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [row["model"] for row in rows] == ["gpt", "llama"]
+    assert all(row["same_tokens"] and row["positions"] == [1] and row["speedup"] > 0 for row in rows)
+    saved = json.loads((root / "bench" / "results" / "kv_cache.json").read_text())
+    for row in saved:
+        assert {"model", "cpu", "isa", "new_tokens", "positions", "ms_cached", "ms_uncached", "curve_ms_cached",
+                "curve_ms_uncached", "seconds_cached", "seconds_uncached", "speedup", "same_tokens"} <= set(row)
+        assert len(row["curve_ms_cached"]) == row["new_tokens"] == 512
