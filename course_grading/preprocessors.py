@@ -35,6 +35,7 @@ import queue
 import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -142,10 +143,18 @@ class StopAtHangOrCrash(Execute):
             self.log.error("Cell %d timed out after %s s; later cells are marked as not run", index, self.timeout)
             self._mark_not_run(cell, "CellTimeoutError", f"this cell ran longer than the {self.timeout} s limit")
         except DeadKernelError:
-            self._stopped_because = f"the kernel died while running cell {index}"
-            self.log.error("The kernel died in cell %d; later cells are marked as not run", index)
-            self._mark_not_run(cell, "DeadKernelError", "the kernel died while running this cell")
+            self._kernel_died(cell, index)
         return cell, resources
+
+    def _why_dead(self) -> str | None:
+        """Why the grader ended the kernel, if it did (None: it died by itself)."""
+        return None
+
+    def _kernel_died(self, cell: NotebookNode, index: int) -> None:
+        why = self._why_dead()
+        self._stopped_because = f"{why or 'the kernel died'} while running cell {index}"
+        self.log.error("%s in cell %d; later cells are marked as not run", why or "The kernel died", index)
+        self._mark_not_run(cell, "DeadKernelError", f"{why or 'the kernel died'} while running this cell")
 
     @staticmethod
     def _mark_not_run(cell: NotebookNode, ename: str, evalue: str) -> None:
@@ -298,7 +307,10 @@ class SandboxedExecute(StopAtHangOrCrash):
     sandbox_memory_mb = Integer(6144, help="address-space limit of the sandboxed kernel (MiB)").tag(config=True)
     sandbox_file_size_mb = Integer(256, help="largest file the sandboxed kernel may write (MiB)").tag(config=True)
     sandbox_cpu_seconds = Integer(900, help="CPU seconds the sandboxed kernel may use in all").tag(config=True)
-    sandbox_processes = Integer(256, help="processes and threads (enforced when not grading as root)").tag(config=True)
+    sandbox_processes = Integer(256, help="processes and threads the sandboxed kernel may run").tag(config=True)
+    sandbox_disk_mb = Integer(1024, help="what the sandboxed kernel may write into its scratch folder in all (MiB); "
+                                         "more ends the run, as a timeout does").tag(config=True)
+    sandbox_tmp_mb = Integer(256, help="size of the sandbox's private /tmp (MiB, in memory)").tag(config=True)
     use_sandbox = Bool(True, help="run kernels in bubblewrap; set COURSE_GRADING_NO_SANDBOX=1 to turn off "
                                   "(logged for every submission)").tag(config=True)
     max_output_bytes = Integer(1_000_000, help="output one cell may keep; the rest is dropped with a note, so "
@@ -318,6 +330,11 @@ class SandboxedExecute(StopAtHangOrCrash):
         judged = assignment in self.judged_assignments
         self._hidden_modules = list(self.judged_assignments.get(assignment, [])) if judged else []
         self._scratch = Path(tempfile.mkdtemp(prefix="grading-scratch-"))
+        self._disk_full = False
+        stop_watching = threading.Event()
+        if self._sandboxed:
+            threading.Thread(target=self._watch_disk, args=(stop_watching,), name="scratch-disk-watch",
+                             daemon=True).start()
         self._judge = Judge(self._scratch, self._kernel_execute, self._kernel_alive,
                             hidden_modules=self._hidden_modules) if judged else None
         try:
@@ -330,10 +347,27 @@ class SandboxedExecute(StopAtHangOrCrash):
                 self.log.error("The sandboxed kernel's stderr ended with:\n%s", tail)
             raise
         finally:
+            stop_watching.set()
             if self._judge is not None:
                 self._judge.close()
             self._judge = None
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _watch_disk(self, stop: threading.Event) -> None:
+        """End the kernel when its scratch folder holds more than ``sandbox_disk_mb`` (checked 4 times a second)."""
+        limit = self.sandbox_disk_mb * 2**20
+        while not stop.wait(0.25):
+            if sandbox.disk_use(self._scratch, limit) > limit:
+                self._disk_full = True
+                process = getattr(getattr(getattr(self, "km", None), "provisioner", None), "process", None)
+                if process is not None:
+                    process.kill()  # bwrap; the sandbox's process namespace goes with it
+                return
+
+    def _why_dead(self) -> str | None:
+        if self._disk_full:
+            return f"the kernel was stopped for writing more than {self.sandbox_disk_mb} MiB"
+        return None
 
     def _run_trusted_setup(self, info: dict) -> None:
         """Run the assignment's setup cells (locked, ungraded code) from the gradebook in the judge."""
@@ -357,7 +391,8 @@ class SandboxedExecute(StopAtHangOrCrash):
             kernel_name=self.kernel_name, config=self.config, scratch=str(self._scratch),
             hidden_modules=self._hidden_modules,
             limits=dict(memory_mb=self.sandbox_memory_mb, file_size_mb=self.sandbox_file_size_mb,
-                        cpu_seconds=self.sandbox_cpu_seconds, processes=self.sandbox_processes))
+                        cpu_seconds=self.sandbox_cpu_seconds, processes=self.sandbox_processes,
+                        tmp_mb=self.sandbox_tmp_mb))
         return self.km
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
@@ -374,9 +409,7 @@ class SandboxedExecute(StopAtHangOrCrash):
             self._mark_not_run(cell, "CellTimeoutError", f"this cell ran longer than the {self.timeout} s limit")
             return cell, resources
         except StudentKernelDied:
-            self._stopped_because = f"the kernel died while running cell {index}"
-            self.log.error("The kernel died in cell %d; later cells are marked as not run", index)
-            self._mark_not_run(cell, "DeadKernelError", "the kernel died while running this cell")
+            self._kernel_died(cell, index)
             return cell, resources
         cell.outputs = [from_dict(o) for o in outputs]
         return cell, resources

@@ -14,8 +14,13 @@ Each submission gets a fresh scratch folder on the grading machine. The kernel s
 - no network (a new, empty network namespace), no other processes (a new pid namespace), no
   capabilities, and an environment built from a short allow-list.
 
-Limits (``prlimit``): address space, file size, open files, CPU seconds and, where the grader does
-not run as root, processes. bwrap is started with ``--die-with-parent`` and ``--unshare-pid``: when
+Limits (``prlimit``): address space, file size, open files, CPU seconds and processes; a private
+``/tmp`` of bounded size; the grader bounds what the kernel writes into its scratch folder in all
+(see ``SandboxedExecute.sandbox_disk_mb``). Linux does not enforce the process limit on root, so
+when the grader runs as root, the student's code runs as a user id of its own (``setpriv``, from
+util-linux): ``SANDBOX_UID_BASE`` plus the grading process's id, unique among running graders,
+with no capabilities and ``no_new_privs``; bwrap then makes every namespace but the user namespace,
+as root, and the scratch folder is handed to that user. bwrap is started with ``--die-with-parent`` and ``--unshare-pid``: when
 the grader kills the kernel (end of the run, a timeout, or the grader itself dying), the sandbox's
 pid namespace goes with it, and so does every process the student's code started, including those
 that left the kernel's session. The kernel talks to the grader over Unix sockets in the scratch
@@ -84,6 +89,38 @@ def check_sandbox() -> str:
             "unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, "
             "or user.max_user_namespaces > 0)")
     return bwrap
+
+
+# As root, the student's code runs as SANDBOX_UID_BASE + the grading process's id: a user id of its
+# own (no account, no files anywhere), so that the process limit counts this submission only.
+SANDBOX_UID_BASE = 1_500_000_000
+
+
+@functools.cache
+def sandbox_uid() -> int | None:
+    """The user id the sandbox runs as when grading as root (None otherwise, or without setpriv)."""
+    if os.geteuid() != 0:
+        return None
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("setpriv (util-linux) is missing: grading as root without a process limit")
+        return None
+    uid = SANDBOX_UID_BASE + os.getpid()
+    probe = subprocess.run([check_sandbox(), "--unshare-pid", "--unshare-net", "--die-with-parent", "--ro-bind", "/",
+                            "/", "--proc", "/proc", "--dev", "/dev", setpriv, f"--reuid={uid}", f"--regid={uid}",
+                            "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "true"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        log.warning("cannot run the sandbox as another user (%s): grading as root without a process limit",
+                    probe.stderr.strip() or probe.returncode)
+        return None
+    return uid
+
+
+def _hand_over(scratch: Path, uid: int) -> None:
+    """Give the scratch folder and what it holds to the sandbox's user."""
+    for path in [scratch, *scratch.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
 
 
 def _course_lib_dir() -> Path:
@@ -160,17 +197,23 @@ def staged_course_lib(hidden_modules: Iterable[str]) -> Path:
 
 def sandbox_command(scratch: Path, hidden_modules: Iterable[str] = (), *, memory_mb: int = 6144,
                     file_size_mb: int = 256, cpu_seconds: int = 900, processes: int = 256,
-                    open_files: int = 1024, env: dict[str, str] | None = None) -> list[str]:
+                    open_files: int = 1024, tmp_mb: int = 256, env: dict[str, str] | None = None) -> list[str]:
     """The command prefix that runs a program inside the sandbox (append the program and its arguments)."""
     bwrap = check_sandbox()
     scratch = scratch.resolve()
+    uid = sandbox_uid()
     ro: list[Path] = []
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
         ro.append(Path(prefix).resolve())
     python = Path(sys.executable)
     ro.append(python.resolve().parent)
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--tmpfs", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    if uid is None:
+        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    else:  # root: no user namespace; setpriv (below) drops to the sandbox's user and every capability
+        args = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+                "--die-with-parent", "--new-session"]
+    args += ["--tmpfs", "/", "--dev", "/dev", "--proc", "/proc",
+             "--perms", "1777", "--size", str(tmp_mb * 2**20), "--tmpfs", "/tmp"]
     args += ["--ro-bind", "/usr", "/usr"]
     for link in ("bin", "lib", "lib64", "sbin", "lib32"):
         path = Path("/") / link
@@ -196,9 +239,12 @@ def sandbox_command(scratch: Path, hidden_modules: Iterable[str] = (), *, memory
     args += ["--ro-bind", str(staged_course_lib(hidden_modules)), str(course_lib)]
     for data in _data_dirs():
         args += ["--ro-bind", str(data), str(data)]
-    args += ["--bind", str(scratch), str(scratch), "--chdir", str(scratch), "--clearenv"]
+    args += ["--bind", str(scratch), str(scratch)]
+    args = _with_open_parents(args)
+    args += ["--chdir", str(scratch), "--clearenv"]
     environment = {"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch),
-                   "MPLCONFIGDIR": str(scratch / ".matplotlib"), "PYTHONDONTWRITEBYTECODE": "1"}
+                   "MPLCONFIGDIR": str(scratch / ".matplotlib"), "PYTHONDONTWRITEBYTECODE": "1",
+                   "USER": "student", "LOGNAME": "student"}
     # One thread per kernel unless the grader chose otherwise (parallel grading shares the cores out):
     # a kernel grades small exercises, and idle OpenMP threads spinning between them only burn CPU.
     environment.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
@@ -207,11 +253,56 @@ def sandbox_command(scratch: Path, hidden_modules: Iterable[str] = (), *, memory
         args += ["--setenv", key, value]
     limits = [f"--as={memory_mb * 2**20}", f"--fsize={file_size_mb * 2**20}", f"--cpu={cpu_seconds}",
               f"--nofile={open_files}", "--core=0"]
-    if os.geteuid() != 0:  # the kernel does not enforce RLIMIT_NPROC on root
+    if uid is not None:  # a user of its own: only this sandbox's processes count
+        limits.append(f"--nproc={processes}")
+        _hand_over(scratch, uid)
+    elif os.geteuid() != 0:  # the kernel does not enforce RLIMIT_NPROC on root
         limits.append(f"--nproc={processes + _user_threads()}")
     prlimit = shutil.which("prlimit")
     prefix = [prlimit, *limits, "--"] if prlimit else []
-    return [*prefix, *args, "--"]
+    suffix = ["--"]
+    if uid is not None:
+        suffix += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", "--no-new-privs", "--"]
+    return [*prefix, *args, *suffix]
+
+
+def _with_open_parents(args: list[str]) -> list[str]:
+    """``args`` with the folders above each mount point made first, readable by everyone (0755).
+
+    bwrap makes missing parent folders itself, but as root it makes them 0700, which the
+    sandbox's own user could not enter.
+    """
+    mounts = [Path(args[i + 2]) for i, a in enumerate(args) if a in ("--ro-bind", "--bind")]
+    parents: list[Path] = []
+    for mount in mounts:
+        for parent in reversed(mount.parents):
+            if parent != Path("/") and parent not in parents and not any(
+                    parent == m or m in parent.parents for m in mounts):
+                parents.append(parent)
+    first = args.index("--ro-bind")
+    made = [x for parent in parents for x in ("--perms", "0755", "--dir", str(parent))]
+    return args[:first] + made + args[first:]
+
+
+def disk_use(folder: Path, stop_above: int) -> int:
+    """Bytes of disk that ``folder`` uses (allocated blocks; each entry counts at least 4 KiB, so that
+    a million empty files count too). Stops counting once above ``stop_above``."""
+    total, pending = 0, [str(folder)]
+    while pending and total <= stop_above:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += max(info.st_blocks * 512, 4096)
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        except OSError:
+            continue
+    return total
 
 
 def _user_threads() -> int:
@@ -264,9 +355,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stdout"] = subprocess.DEVNULL
         kw["stderr"] = open(Path(self.scratch) / "kernel-stderr.log", "ab")  # noqa: SIM115 - closed below
         try:
-            return await super()._async_pre_start_kernel(**kw)
+            result = await super()._async_pre_start_kernel(**kw)
         finally:
             self._stderr_file = kw["stderr"]
+        uid = sandbox_uid()
+        if uid is not None:  # the connection file, written just now, must be readable by the sandbox's user
+            _hand_over(Path(self.scratch), uid)
+        return result
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

@@ -90,6 +90,27 @@ def test_sandbox_sees_only_its_scratch_folder(tmp_path):
     assert (scratch / "out.txt").read_text() == "ok"
 
 
+@needs_bwrap
+def test_sandbox_limits_processes_and_its_tmp(tmp_path):
+    """A fork bomb stops at the process limit, as root too (the sandbox then runs as a user of its
+    own), and /tmp is a small private tmpfs; the student's code has no capabilities."""
+    from course_grading.sandbox import sandbox_command
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    probe = ("import os, subprocess\nprocs = []\ntry:\n    for i in range(60):\n"
+             "        procs.append(subprocess.Popen(['sleep', '5']))\n"
+             "except OSError:\n    print('limited', len(procs) < 20)\n"
+             "try:\n    open('/tmp/big', 'wb').write(b'0' * (80 * 2**20))\nexcept OSError:\n    print('tmp full')\n"
+             "caps = open('/proc/self/status').read().split('CapEff:')[1].split()[0]\nprint('caps', int(caps, 16))\n"
+             "open('out.txt', 'w').write('ok')\nprint('uid is root', os.getuid() == 0)\n")
+    cmd = sandbox_command(scratch, processes=20, tmp_mb=64) + [sys.executable, "-c", probe]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:4] == ["limited True", "tmp full", "caps 0", "uid is root False"], result.stdout
+    assert (scratch / "out.txt").read_text() == "ok"
+
+
 def test_grading_refuses_without_bubblewrap_and_says_why(tmp_path):
     shutil.copy(Path(__file__).resolve().parents[1] / "nbgrader_config.py", tmp_path)
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # no bwrap on this PATH
@@ -113,3 +134,21 @@ def test_a_cell_that_prints_without_end_keeps_a_bounded_output(tmp_path):
     kept = sum(len(o.get("text", "")) for o in nb.cells[0].outputs)
     assert kept < 110_000 and "output cut" in nb.cells[0].outputs[-1].text
     assert nb.cells[1].outputs[0].text == "after\n"
+
+
+@needs_bwrap
+def test_a_kernel_that_fills_the_disk_is_stopped_and_says_why(tmp_path):
+    from course_grading.preprocessors import SandboxedExecute
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('before')"),
+        nbformat.v4.new_code_cell("import time\nfor i in range(40):\n"
+                                  "    open(f'junk{i}', 'wb').write(b'0' * (10 * 2**20))\n    time.sleep(0.05)"),
+        nbformat.v4.new_code_cell("print('after')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    executor = SandboxedExecute(timeout=60, sandbox_disk_mb=50)
+    nb, _ = executor.preprocess(nb, {"nbgrader": {"assignment": "not-judged"}, "metadata": {"path": str(tmp_path)}})
+    assert nb.cells[0].outputs[0].text == "before\n"
+    error = nb.cells[1].outputs[-1]
+    assert error.output_type == "error" and "writing more than 50 MiB" in error.evalue
+    assert nb.cells[2].outputs[-1].ename == "NotRun"
