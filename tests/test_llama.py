@@ -188,6 +188,11 @@ def test_loader_round_trip(tmp_path):
     with torch.no_grad():
         assert (loaded(idx) - hf(idx).logits).abs().max().item() < 1e-5
     assert loaded.config.n_kv_heads == 2 and loaded.config.rope_theta == 500.0 and loaded.config.norm_eps == 1e-6
+    half = load_hf_checkpoint(tmp_path, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        assert half(idx).dtype == torch.bfloat16
+        assert (half(idx).float() - loaded(idx)).abs().max().item() < 0.05  # bfloat16 keeps about 3 digits
 
 
 def test_loader_reads_shards_and_tied_heads(tmp_path):
