@@ -24,7 +24,7 @@ from test_nbgrader import _nbgrader, _points, _tests
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
 CHAPTERS = ["ch02_learning_with_pytorch", "ch06_inside_the_transformer", "ch07_training_an_llm",
-            "ch08_finetuning_and_using_llms"]
+            "ch08_finetuning_and_using_llms", "ch09_modern_llms"]
 
 PATCH = ("import sys, torch, course_lib.testing as t\n"
          "for n in dir(t):\n    if n.startswith('check_'): setattr(t, n, lambda *a, **k: None)\n"
