@@ -28,6 +28,12 @@ book: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m http.server --directory _build/html 8000
 
+# Serve the course's model as a web app on http://127.0.0.1:8000 (PORT=8001 for another port); if
+# ~/.cache/llm-from-scratch-course/app-model holds no model yet, train it first (python -m course_lib.webapp train).
+.PHONY: app
+app: $(STAMP)
+	$(PY) -m course_lib.webapp serve --train-if-missing $(if $(PORT),--port $(PORT))
+
 test: $(STAMP)
 	$(PY) -m pytest
 
