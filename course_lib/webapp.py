@@ -303,7 +303,8 @@ def parse_generation_request(body: Any, tokenizer: CharTokenizer, limits: Genera
     top_p = _number(body, "top_p", defaults.top_p if "top_p" not in body else None, integer=False)
     if top_p is not None and not 0 < top_p <= 1:
         raise RequestError(f"top_p must be > 0 and <= 1, got {top_p}", "top_p")
-    max_new_tokens = _number(body, "max_new_tokens", defaults.max_new_tokens, integer=True)
+    default_tokens = min(defaults.max_new_tokens, limits.max_new_tokens)  # a server may allow fewer than 300
+    max_new_tokens = _number(body, "max_new_tokens", default_tokens, integer=True)
     if not 1 <= max_new_tokens <= limits.max_new_tokens:
         raise RequestError(f"max_new_tokens must be between 1 and {limits.max_new_tokens}, got {max_new_tokens}",
                            "max_new_tokens")
@@ -389,14 +390,16 @@ def create_app(app_model: AppModel, limits: GenerationLimits = GenerationLimits(
         raise FileNotFoundError(f"the page's files are missing from {STATIC_DIR}; install course_lib from a "
                                 "clone of the course with pip install -e, which keeps them")
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 + 4 * limits.max_prompt_chars  # a prompt, JSON-escaped
+    # Room for the longest prompt even if every character is JSON-escaped as a surrogate pair (12 bytes).
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 + 12 * limits.max_prompt_chars
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     slots = GenerationSlots(limits.max_concurrent)
     app.extensions["generation_slots"] = slots
     defaults = GenerationRequest("", [])
     model_info = {**app_model.describe(), "limits": asdict(limits),
                   "defaults": {"temperature": defaults.temperature, "top_k": defaults.top_k,
-                               "top_p": defaults.top_p, "max_new_tokens": defaults.max_new_tokens}}
+                               "top_p": defaults.top_p,
+                               "max_new_tokens": min(defaults.max_new_tokens, limits.max_new_tokens)}}
 
     @app.errorhandler(RequestError)
     def refused(err: RequestError):

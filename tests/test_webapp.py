@@ -6,7 +6,6 @@ training and no data except the one test that trains two steps on Tiny Shakespea
 
 from __future__ import annotations
 
-import fcntl
 import http.client
 import json
 import os
@@ -277,6 +276,13 @@ def test_generation_stops_at_the_token_bound(server):
     assert events[-1] | {"seconds": 0} == {"done": True, "reason": "max_new_tokens", "tokens": 5, "seconds": 0}
 
 
+def test_a_server_allowing_fewer_tokens_lowers_the_default_too(model):
+    client = create_app(model, GenerationLimits(max_new_tokens=50)).test_client()
+    assert client.get("/api/model").json["defaults"]["max_new_tokens"] == 50
+    lines = client.post("/api/generate", json={"prompt": "Hi"}).get_data(as_text=True).splitlines()
+    assert json.loads(lines[-1])["tokens"] == 50
+
+
 def test_generation_stops_at_the_time_bound():
     limits = GenerationLimits(max_new_tokens=1000, max_seconds=0.3)
     with serving(tiny_model(SlowGPT), limits) as slow:  # 20 ms per token: 1000 tokens would take 20 s
@@ -410,6 +416,8 @@ def test_the_serve_command_serves_and_stops_on_sigterm(trained):
 
 def _move_above(fd: int, lowest: int) -> int:
     """``fd`` duplicated onto the first free descriptor >= ``lowest``; the original is closed."""
+    import fcntl  # POSIX only, like the browser test itself
+
     moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
     os.close(fd)
     return moved

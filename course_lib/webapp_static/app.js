@@ -31,6 +31,11 @@ async function describeModel() {
     $("max_new_tokens").max = model.limits.max_new_tokens;
     $("prompt").maxLength = model.limits.max_prompt_chars;
     $("temperature").max = model.limits.max_temperature;
+    // The server's defaults, so that the page and a request without these fields agree.
+    for (const name of ["temperature", "top_p", "max_new_tokens"]) {
+      $(name).value = model.defaults[name];
+      if ($(`${name}-value`)) $(`${name}-value`).textContent = model.defaults[name];
+    }
   } catch (err) {
     $("model-info").textContent = `Could not read the model's description: ${err}`;
   }
