@@ -195,6 +195,8 @@ def test_page_health_and_model_description(client, model):
     assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
     for asset in ("/static/app.js", "/static/app.css"):
         assert client.get(asset).status_code == 200
+    for text in (page.data, client.get("/static/app.js").data, client.get("/static/app.css").data):
+        assert b"http://" not in text and b"https://" not in text and b'="//' not in text  # works offline
     assert client.get("/health").json == {"status": "ok", "active_generations": 0, "max_concurrent": 8}
     info = client.get("/api/model").json
     assert info["vocab_size"] == VOCAB and info["context_length"] == 32
