@@ -57,8 +57,11 @@ def _enc(obj, tensors):
     t = type(obj)
     if obj is None or t in (bool, int, str):
         return obj
-    if t is float:
+    if isinstance(obj, float):  # numpy.float64 too: it is a float, as a test's isinstance() sees it
+        obj = float(obj)
         return obj if _math.isfinite(obj) else {"f": repr(obj)}
+    if isinstance(obj, (bool, int, str)):  # subclasses (an IntEnum, numpy.bool_ is not one)
+        return (bool if isinstance(obj, bool) else int if isinstance(obj, int) else str)(obj)
     if isinstance(obj, _torch.Tensor):
         key = f"r{len(tensors)}"
         tensors[key] = _torch.Tensor.contiguous(_torch.Tensor.clone(_torch.Tensor.detach(obj))).as_subclass(_torch.Tensor)
@@ -77,10 +80,10 @@ def _enc(obj, tensors):
         return node
     if t is _torch.Generator:
         return _enc(obj.get_state(), tensors)
-    if t in (list, tuple):
-        return {"l" if t is list else "u": [_enc(x, tensors) for x in obj]}
     if t is _torch.Size:
         return {"u": [int(x) for x in obj]}
+    if isinstance(obj, (list, tuple)):  # a namedtuple is a tuple, as in one process
+        return {"l" if isinstance(obj, list) else "u": [_enc(x, tensors) for x in obj]}
     if t is dict:
         return {"d": [[_enc(k, tensors), _enc(v, tensors)] for k, v in obj.items()]}
     if isinstance(obj, _torch.dtype):
@@ -115,19 +118,6 @@ def _dec(node, tensors):
     raise ValueError(f"unknown node {sorted(node)}")
 
 
-class _ArgIter:
-    # A one-pass iterator over what the grader passed as a generator (e.g. model.parameters()).
-    def __init__(self, items):
-        self.items = items
-        self._it = iter(items)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._it)
-
-
 class _GraderFunction:
     # A function of the grader's: calling it asks the judge to run it (a callback).
     def __init__(self, jid, name):
@@ -153,6 +143,7 @@ class _GraderModule(_torch.nn.Module):
 class _Unpickler(_pickle.Unpickler):
     def __init__(self, tensors):
         self._tensors, self._memo, self.handles = tensors, {}, set()
+        self.iterables = {}  # id of a generator made here -> the items it yields (for the state report)
 
     def load_from(self, blob):
         super().__init__(_io.BytesIO(blob.numpy().tobytes()))
@@ -181,8 +172,10 @@ class _Unpickler(_pickle.Unpickler):
         elif kind == "gen":
             x = _torch.Generator()
             x.set_state(self._tensors[pid[1]])
-        elif kind == "iter":
-            x = _ArgIter(list(pid[2]))
+        elif kind == "iter":  # what the grader passed as a generator (model.parameters()): a generator
+            items = list(pid[2])
+            x = (item for item in items)
+            self.iterables[id(x)] = items
         elif kind == "jfn":
             x = _GraderFunction(pid[1], pid[2])
         elif kind == "jmod":
@@ -204,18 +197,18 @@ class _Unpickler(_pickle.Unpickler):
         return x
 
 
-def _stateful(obj, out, skip):
+def _stateful(obj, out, skip, iterables):
     # What a call may change in place, in the order the judge lists its own copies; ``skip``: the
     # ids of the student's own objects among the arguments (the judge holds no copy of them).
     t = type(obj)
     if t in (list, tuple):
         for x in obj:
-            _stateful(x, out, skip)
+            _stateful(x, out, skip, iterables)
     elif t is dict:
         for x in obj.values():
-            _stateful(x, out, skip)
-    elif t is _ArgIter:
-        _stateful(obj.items, out, skip)
+            _stateful(x, out, skip, iterables)
+    elif id(obj) in iterables:
+        _stateful(iterables[id(obj)], out, skip, iterables)
     elif id(obj) in skip:
         pass
     elif isinstance(obj, (_torch.Tensor, _torch.Generator, _torch.nn.Module, _torch.optim.Optimizer)):
@@ -266,7 +259,7 @@ def serve(call):
     # Serve the call whose request files start with ``call`` (the fallback without the socket).
     request = _json.loads(open(f"{call}.req.json").read())
     try:
-        tensors = _load(f"{call}.req.safetensors")
+        tensors = {k: v.clone() for k, v in _load(f"{call}.req.safetensors").items()}
     except Exception:
         tensors = {}
     answer, out_tensors = handle(request, tensors)
@@ -309,7 +302,7 @@ def handle(request, tensors):
                 out_tensors["rng"] = _torch.get_rng_state()
                 # What the call changed in the objects passed in goes back too (a test may check it).
                 changed = []
-                _stateful([args, kwargs], changed, unpickler.handles)
+                _stateful([args, kwargs], changed, unpickler.handles, unpickler.iterables)
                 result_state = [_report(x, out_tensors) for x in changed]
                 differentiable = [i for i, x in enumerate(changed) if isinstance(x, _torch.Tensor) and x.requires_grad]
                 _result_inputs = ([changed[i] for i in differentiable], differentiable)
@@ -324,8 +317,9 @@ def handle(request, tensors):
         tb = _traceback.format_exception(type(exc), exc, exc.__traceback__)
         # Drop the frames of this bridge: the student sees where their own code failed.
         tb = [line for line in tb if "<course-grading-bridge>" not in line]
-        answer = {"e": {"type": type(exc).__name__, "message": str(exc)[:4000], "traceback": "".join(tb)[-8000:],
-                        "stop": isinstance(exc, StopIteration)}}
+        base = next((c.__name__ for c in type(exc).__mro__ if getattr(_builtins, c.__name__, None) is c), "Exception")
+        answer = {"e": {"type": type(exc).__name__, "base": base, "message": str(exc)[:4000],
+                        "traceback": "".join(tb)[-8000:], "stop": isinstance(exc, StopIteration)}}
         out_tensors = {}
     return answer, out_tensors
 
@@ -344,7 +338,9 @@ def _recv(conn):
     from safetensors.torch import load as _load_bytes
     (n_json, n_tensors) = _struct.unpack("!QQ", _receive(conn, 16))
     message = _json.loads(_receive(conn, n_json).decode())
-    return message, (_load_bytes(_receive(conn, n_tensors)) if n_tensors else {})
+    # Loaded tensors are views of one buffer; some in-place operations refuse views (detach_()).
+    tensors = _load_bytes(_receive(conn, n_tensors)) if n_tensors else {}
+    return message, {k: v.clone() for k, v in tensors.items()}
 
 
 def _send(conn, message, tensors):

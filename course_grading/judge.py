@@ -65,18 +65,20 @@ class RemoteError(Exception):
         self.type_name, self.remote_traceback = type_name, remote_traceback
 
 
-_ERROR_TYPES: dict[str, type] = {}
+_ERROR_TYPES: dict[tuple[str, str], type] = {}
 
 
-def _error_type(name: str) -> type:
-    """An exception class for a student's error: the builtin one's subclass when the name is builtin."""
-    base = getattr(builtins, name, None)
+def _error_type(name: str, base_name: str = "") -> type:
+    """An exception class for a student's error, a subclass of its builtin base (``ShapeError(ValueError)``
+    is caught by ``except ValueError`` as in one process)."""
+    base = getattr(builtins, base_name or name, None)
     if not (isinstance(base, type) and issubclass(base, Exception)) or issubclass(base, (StopIteration,)):
         base = Exception
-    if name not in _ERROR_TYPES:
-        _ERROR_TYPES[name] = type(name, (RemoteError, base), {"__init__": RemoteError.__init__,
-                                                              "__str__": lambda self: Exception.__str__(self)})
-    return _ERROR_TYPES[name]
+    key = (name, base.__name__)
+    if key not in _ERROR_TYPES:
+        _ERROR_TYPES[key] = type(name, (RemoteError, base), {"__init__": RemoteError.__init__,
+                                                             "__str__": lambda self: Exception.__str__(self)})
+    return _ERROR_TYPES[key]
 
 
 class Remote:
@@ -97,7 +99,7 @@ class Remote:
         return self._judge.call(self, args, kwargs)
 
     def __getattr__(self, name: str):
-        if name.startswith("__") and name.endswith("__"):
+        if name.startswith("__") and name.endswith("__") and name not in ("__name__", "__qualname__"):
             raise AttributeError(name)
         return self._judge.request({"op": "getattr", "target": {"h": self._id}, "name": name}, {})
 
@@ -354,7 +356,8 @@ class Judge:
         if "e" in answer:
             error = answer["e"] if isinstance(answer["e"], dict) else {}
             name = str(error.get("type", "Exception"))[:100]
-            raise _error_type(name)(name, str(error.get("message", ""))[:4000], str(error.get("traceback", ""))[-8000:])
+            error_type = _error_type(name, str(error.get("base", ""))[:100])
+            raise error_type(name, str(error.get("message", ""))[:4000], str(error.get("traceback", ""))[-8000:])
         if raw:
             return answer.get("ok"), result_tensors
         return self.decode(answer.get("ok"), result_tensors)
@@ -391,7 +394,7 @@ class Judge:
                 if n_json > MAX_JSON or n_tensors > MAX_TENSORS:
                     raise RemoteError("RuntimeError", "the student's code returned too much data", "")
                 answer = json.loads(self._receive(n_json).decode())
-                result_tensors = load(self._receive(n_tensors)) if n_tensors else {}
+                result_tensors = {k: v.clone() for k, v in load(self._receive(n_tensors)).items()} if n_tensors else {}
                 if not (isinstance(answer, dict) and "cb" in answer):
                     break
                 reply, reply_tensors = self._callback(answer, result_tensors)
@@ -469,7 +472,7 @@ class Judge:
             if tensor_path.is_file() and not tensor_path.is_symlink():
                 if tensor_path.stat().st_size > MAX_TENSORS:
                     raise RemoteError("RuntimeError", "the student's code returned too much data", "")
-                result_tensors = load(tensor_path.read_bytes())
+                result_tensors = {k: v.clone() for k, v in load(tensor_path.read_bytes()).items()}
         finally:
             for suffix in (".req.json", ".req.safetensors", ".res.json", ".res.safetensors"):
                 with contextlib.suppress(OSError):

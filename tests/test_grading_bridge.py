@@ -70,6 +70,24 @@ STUDENT = textwrap.dedent("""
 
     def draw(generator):
         return torch.rand(3, generator=generator)
+
+    def clear_by_detach(params):  # an older PyTorch idiom: in-place on the gradient itself
+        import types
+        assert isinstance(params, types.GeneratorType)
+        for p in params:
+            p.grad.detach_()
+            p.grad.zero_()
+
+    class ShapeError(ValueError):
+        pass
+
+    def picky(x):
+        raise ShapeError("shapes differ")
+
+    def typed_results():
+        import collections, numpy
+        Pair = collections.namedtuple("Pair", "loss grad")
+        return numpy.float64(0.5), Pair(1, 2)
 """)
 
 
@@ -204,3 +222,18 @@ def test_backward_through_the_students_result_reaches_both_sides(judge):
     torch.testing.assert_close(layer.w.grad, torch.tensor([1.0, -10.0]))  # the student's own parameter
     with torch.no_grad():
         assert not layer(x).requires_grad
+
+
+def test_answers_written_another_way_behave_as_in_one_process(judge):
+    model = nn.Linear(2, 2)
+    model(torch.ones(1, 2)).sum().backward()
+    _student(judge, "clear_by_detach")(model.parameters())  # a real generator, tensors of their own
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters())
+    picky = _student(judge, "picky")
+    assert picky.__name__ == "picky"
+    with pytest.raises(ValueError, match="shapes differ"):  # a subclass of ValueError is a ValueError
+        picky(torch.ones(1))
+    number, pair = _student(judge, "typed_results")()
+    assert isinstance(number, float) and number == 0.5
+    loss, grad = pair
+    assert isinstance(pair, tuple) and (loss, grad) == (1, 2)
