@@ -25,8 +25,7 @@ async function describeModel() {
       `A GPT of ${model.parameters.toLocaleString()} parameters, ${model.n_layers} layers, ` +
       `reading ${model.context_length} ${model.tokenizer} at a time (vocabulary ${model.vocab_size})` +
       (t.steps ? `, trained ${t.steps} steps on ${t.data} (validation loss ${t.val_loss}).` : ".");
-    $("vocabulary").textContent =
-      `The model knows only these characters: ${JSON.stringify(model.characters).slice(1, -1)}`;
+    $("vocabulary").textContent = JSON.stringify(model.characters).slice(1, -1); // "\n" for the newline
     $("top_k").max = model.vocab_size;
     $("max_new_tokens").max = model.limits.max_new_tokens;
     $("prompt").maxLength = model.limits.max_prompt_chars;
