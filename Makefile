@@ -54,6 +54,7 @@ bench: $(STAMP)
 	rm -f bench/results/loss_at_budget.json
 	$(PY) bench/loss_at_budget.py --save
 	$(PY) bench/loss_at_budget.py --save --tag baseline --recipe '{"batch": 12, "max_lr": 1e-3, "min_lr": 1e-4}'
+	$(PY) bench/kv_cache.py --save
 	$(PY) bench/autograde.py --save
 	$(PY) bench/book_build.py --save
 	$(PY) bench/summary.py --readme

@@ -15,6 +15,11 @@ Each module says which chapter defines it:
 - :mod:`course_lib.trainer` -- chapter 7, a model-agnostic trainer: AdamW groups, warm-up + cosine, clipping, exact resume.
 - :mod:`course_lib.generation` -- chapter 7, decoding: greedy, temperature, top-k, top-p, and generate().
 - :mod:`course_lib.finetuning` -- chapter 8, classification head, instruction format and loss mask, LoRA.
+- :mod:`course_lib.llama` -- chapter 9, a LLaMA-style model (RMSNorm, RoPE, SwiGLU, grouped-query attention;
+  Hugging Face parameter names; loads LLaMA-family safetensors checkpoints).
+- :mod:`course_lib.kv_cache` -- chapter 9, the key/value cache and cached generation.
+- :mod:`course_lib.quantization` -- chapter 9, weight-only int8 and 4-bit quantization by hand.
+- :mod:`course_lib.webapp` -- appendix "Projects", the course's model served as a small web app (Flask).
 - :mod:`course_lib.distributed` -- appendix "Scaling up", data-parallel training under torchrun (DDP).
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
