@@ -482,6 +482,7 @@ class AppServer:
 
     ``stop()`` first ends the running generations (their streams finish with reason ``"shutdown"``),
     then closes the listening socket and the connections, then joins waitress's worker threads.
+    Creating one sets PyTorch to one thread per operation in this process (see ``__init__``).
     """
 
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None):

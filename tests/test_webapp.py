@@ -66,6 +66,14 @@ def serving(app_model: AppModel, limits: GenerationLimits = LIMITS) -> Iterator[
         server.stop(grace=5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """AppServer sets PyTorch to one thread per operation for the whole process; later test files get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model() -> AppModel:
     return tiny_model()
