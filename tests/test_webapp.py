@@ -383,6 +383,18 @@ def test_serving_without_a_model_says_how_to_train_one(tmp_path, capsys):
     assert "max_seconds must be positive, got 0.0" in capsys.readouterr().err
 
 
+def test_serve_with_train_if_missing_trains_into_the_checkpoint_folder_first(tmp_path, monkeypatch):
+    class Trained(Exception):
+        pass
+
+    def fake_training(out):
+        raise Trained(out)
+
+    monkeypatch.setattr("course_lib.webapp.train_app_model", fake_training)
+    with pytest.raises(Trained, match=str(tmp_path / "new")):
+        main(["serve", "--checkpoint", str(tmp_path / "new"), "--train-if-missing"])
+
+
 def _python_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
