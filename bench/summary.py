@@ -80,10 +80,11 @@ def table() -> str:
     ]
     lines = ["| measured | result | goal |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     machines = sorted({_machine(r) for r in throughput + budget + books})
+    sandboxed = "sandboxed, tests judged outside the student's process" if grading["context"].get("sandbox") else \
+        "before grading moved into the sandbox"
     machine = (f"Measured on {' and '.join(machines)}, 2 cores each, PyTorch {throughput[0]['torch']}; the autograding "
-               f"figures per chapter and for the class on {grading['context'].get('cpu', 'the Intel machine')}, before "
-               f"grading moved into the sandbox, the sandboxed median on {grading['per_submission']['context']['cpu']}. "
-               f"Every figure, with more "
+               f"figures per chapter and for the class on {grading['context'].get('cpu', 'the Intel machine')} "
+               f"({sandboxed}), the median on {grading['per_submission']['context']['cpu']}. Every figure, with more "
                f"detail and the CPU it comes from, is on the book's performance page.")
     return "\n".join([START, *lines, "", machine, END])
 
