@@ -44,19 +44,10 @@ __all__ = [
 def hidden_states(gpt: nn.Module, idx: Tensor) -> Tensor:
     """The final hidden states of a :class:`~course_lib.gpt.GPT`: (B, T) ids -> (B, T, D).
 
-    Runs the model like ``GPT.forward`` but stops after the final layer norm ``ln_f``,
-    before the output head ``lm_head``.
+    The model's own forward pass, stopped after the final layer norm ``ln_f``, before the output
+    head ``lm_head`` (:meth:`course_lib.gpt.GPT.hidden_states`).
     """
-    if idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"expected integer token ids of shape (batch, tokens), got {idx.dtype} {tuple(idx.shape)}")
-    t = gpt.transformer
-    if idx.shape[1] > t.wpe.num_embeddings:
-        raise ValueError(f"{idx.shape[1]} tokens is more than the context length {t.wpe.num_embeddings}")
-    positions = torch.arange(idx.shape[1], device=idx.device)
-    x = t.drop(t.wte(idx) + t.wpe(positions))  # (B, T, D)
-    for block in t.h:
-        x = block(x)
-    return t.ln_f(x)
+    return gpt.hidden_states(idx)
 
 
 class GPTClassifier(nn.Module):

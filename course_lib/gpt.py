@@ -46,6 +46,20 @@ class GPTConfig:
         if self.activation not in ("gelu_tanh", "gelu"):
             raise ValueError(f"GPTConfig.activation must be 'gelu_tanh' (GPT-2) or 'gelu' (exact), got {self.activation!r}")
 
+    @classmethod
+    def gpt2(cls, size: str = "small", **overrides) -> GPTConfig:
+        """A published GPT-2 shape, ``"small"`` (124 M), ``"medium"``, ``"large"`` or ``"xl"`` (1.5 B), as
+        chapter 1's :data:`course_lib.model_size.NAMED_SHAPES` gives it; ``overrides`` set other fields."""
+        from course_lib.model_size import NAMED_SHAPES  # here, not above: chapter 6's grading hides model_size
+
+        names = {"small": "GPT-2 small", "medium": "GPT-2 medium", "large": "GPT-2 large", "xl": "GPT-2 XL"}
+        if size not in names:
+            raise ValueError(f"GPT-2 comes in the sizes {', '.join(map(repr, names))}; got {size!r}")
+        shape = NAMED_SHAPES[names[size]]
+        fields = dict(vocab_size=shape.vocab_size, context_length=shape.context_length, d_model=shape.d_model,
+                      n_layers=shape.n_layers, n_heads=shape.n_heads)
+        return cls(**{**fields, **overrides})
+
     def attention(self) -> AttentionConfig:
         return AttentionConfig(self.d_model, self.n_heads, self.context_length, dropout=self.dropout,
                                bias=self.bias, causal=True, fused=self.fused_attention)
@@ -143,6 +157,11 @@ class GPT(nn.Module):
         With a :class:`~course_lib.kv_cache.KVCache` (chapter 9), ``idx`` holds only the tokens after
         the ``cache.length`` already processed ones, and their positions continue from there.
         """
+        return self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
+
+    def hidden_states(self, idx: Tensor, cache=None) -> Tensor:
+        """(B, T) token ids -> (B, T, D): the final hidden states, after ``ln_f`` and before the output
+        head (chapter 8's classifier reads them); ``cache`` as in :meth:`forward`."""
         if idx.dim() != 2 or idx.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"GPT expects integer token ids of shape (batch, tokens), got {idx.dtype} {tuple(idx.shape)}")
         past = 0 if cache is None else cache.length
@@ -156,7 +175,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B, T, D)
         for i, block in enumerate(self.transformer.h):
             x = block(x) if cache is None else block(x, cache, i)
-        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        return self.transformer.ln_f(x)  # (B, T, D)
 
     def num_parameters(self, include_position_embedding: bool = True) -> int:
         """Distinct parameters (the tied head counts once)."""

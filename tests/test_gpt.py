@@ -114,3 +114,25 @@ def test_untied_head_is_refused(tmp_path):
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="untied head"):
         load_hf_gpt2(tmp_path)
+
+
+def test_gpt2_presets_are_the_published_shapes():
+    from course_lib.model_size import NAMED_SHAPES, parameter_count
+
+    assert GPTConfig.gpt2() == GPTConfig()
+    for size, name in (("medium", "GPT-2 medium"), ("large", "GPT-2 large"), ("xl", "GPT-2 XL")):
+        config, shape = GPTConfig.gpt2(size), NAMED_SHAPES[name]
+        assert (config.d_model, config.n_layers, config.n_heads) == (shape.d_model, shape.n_layers, shape.n_heads)
+    assert parameter_count(NAMED_SHAPES["GPT-2 medium"]) == 354_823_168
+    assert GPTConfig.gpt2("medium", dropout=0.1).dropout == 0.1
+    with pytest.raises(ValueError, match="'small', 'medium', 'large', 'xl'"):
+        GPTConfig.gpt2("huge")
+
+
+def test_hidden_states_are_the_forward_pass_before_the_head():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=2, n_heads=2)).eval()
+    idx = torch.randint(0, 11, (2, 8))
+    hidden = model.hidden_states(idx)
+    assert hidden.shape == (2, 8, 16)
+    torch.testing.assert_close(model.lm_head(hidden), model(idx))
