@@ -19,7 +19,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from conftest import ROOT, SOLUTIONS, run
-from test_nbgrader import _nbgrader, _points, _tests
+from test_nbgrader import _nbgrader, _points, _tests, warnings_on_stderr
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
@@ -46,15 +46,7 @@ def make_class(sol, rel) -> dict[str, tuple[object, float]]:
         half.cells[i] = copy.deepcopy(rel.cells[i])
     patched = copy.deepcopy(half)
     patched.cells.insert(1, nbformat.v4.new_code_cell(PATCH))
-    noisy = copy.deepcopy(sol)
-    for cell in noisy.cells:
-        if cell.metadata.get("nbgrader", {}).get("solution") and "### BEGIN SOLUTION" in cell.source:
-            lines = cell.source.split("\n")
-            at = next(i for i, line in enumerate(lines) if line.strip() == "### BEGIN SOLUTION")
-            indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
-            lines.insert(at + 1, f"{indent}import sys, warnings; print('note', file=sys.stderr); "
-                                 "warnings.warn('a harmless warning')")
-            cell.source = "\n".join(lines)
+    noisy, _ = warnings_on_stderr(sol, rel)
     full = _points(sol, tests)
     right_half = full - _points(sol, tests[:n_wrong])
     return {"honest": (sol, full), "half_wrong": (half, right_half), "half_wrong_patched": (patched, right_half),
