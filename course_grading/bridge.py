@@ -31,7 +31,7 @@ MAX_TENSORS = 512 * 2**20
 
 KERNEL_SOURCE = r'''
 import builtins as _builtins, io as _io, json as _json, math as _math, pickle as _pickle, struct as _struct
-import sys as _sys, traceback as _traceback, types as _types
+import sys as _sys, traceback as _traceback
 import torch as _torch
 from safetensors.torch import load_file as _load, save_file as _save
 

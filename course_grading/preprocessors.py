@@ -30,7 +30,6 @@ Nothing here touches ``submitted/``: nbgrader reads it and writes the graded cop
 from __future__ import annotations
 
 import copy
-import os
 import queue
 import re
 import shutil

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Iterable
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Dict as TDict, Integer, List as TList, Unicode
+from traitlets import Dict as TDict, List as TList, Unicode
 
 __all__ = ["SandboxUnavailable", "SandboxedKernelManager", "check_sandbox", "no_sandbox_requested", "sandbox_command"]
 
