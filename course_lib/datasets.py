@@ -8,6 +8,9 @@ The story, in the order the chapter tells it:
 2. :func:`train_val_split` -- keep the last part of the text aside, in one piece, to check the
    model on text it was not trained on.
 3. :func:`make_dataloader` -- batches of windows, shuffled reproducibly from a seed.
+4. :func:`random_windows` -- the batch sampler chapters 7 to 9 train with: windows at random places,
+   fixed by the step number, so a run can stop and resume (or be split over processes) and still
+   see the same batches.
 
 Shapes use B = batch and T = tokens (``context_length``).
 """
@@ -23,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "SlidingWindowDataset",
     "make_dataloader",
+    "random_windows",
     "train_val_split",
 ]
 
@@ -158,3 +162,35 @@ def make_dataloader(
         generator=generator,
         num_workers=num_workers,
     )
+
+
+def random_windows(token_ids: Tensor, batch_size: int, context_length: int,
+                   seed: int | torch.Generator) -> tuple[Tensor, Tensor]:
+    """``batch_size`` windows of ``context_length`` tokens from random places, and their targets.
+
+    Returns ``(inputs, targets)``, two (B, T) int64 tensors with ``targets[b, t] ==
+    inputs[b, t + 1]`` (the next token), cut from the 1-D ``token_ids`` exactly like
+    :class:`SlidingWindowDataset` with ``stride=1`` cuts window ``start``, with every one of its
+    ``N - T`` windows equally likely. ``seed`` is an int (the same int gives the same batch:
+    ``random_windows(train_ids, 32, 64, seed=step)`` makes step ``k``'s batch a function of ``k``
+    alone) or a ``torch.Generator`` whose state it advances (for a stream of batches). Nothing else
+    touches the global random state. Defined for chapter 7; chapters 8 and 9, ``scripts/`` and
+    ``bench/`` sample their training batches with it.
+    """
+    ids = _as_id_tensor(token_ids)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 1:
+        raise ValueError(f"context_length must be a positive integer, got {context_length!r}")
+    if len(ids) < context_length + 1:
+        raise ValueError(f"a window of context_length={context_length} needs at least {context_length + 1} tokens, "
+                         f"but token_ids has only {len(ids)}")
+    if isinstance(seed, torch.Generator):
+        generator = seed
+    elif isinstance(seed, int) and not isinstance(seed, bool):
+        generator = torch.Generator().manual_seed(seed)
+    else:
+        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
+    starts = torch.randint(len(ids) - context_length, (batch_size, 1), generator=generator)  # (B, 1)
+    rows = ids[starts + torch.arange(context_length + 1)]  # (B, T + 1): each window and one token more
+    return rows[:, :-1], rows[:, 1:]

@@ -130,3 +130,37 @@ def test_real_text_windows():
     x, y = ds[3]
     assert tok.decode(x.tolist()) == text[48:80] and tok.decode(y.tolist()) == text[49:81]
     assert len(val) == 200
+
+
+def test_random_windows_is_a_function_of_the_seed_and_matches_the_windows():
+    from course_lib.datasets import random_windows
+
+    ids = torch.arange(100, 200)
+    x, y = random_windows(ids, 8, 5, seed=3)
+    assert x.shape == y.shape == (8, 5) and x.dtype == torch.long
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs moved by one token
+    windows = SlidingWindowDataset(ids, 5, stride=1)
+    starts = torch.randint(len(windows), (8,), generator=torch.Generator().manual_seed(3))
+    for row, s in zip(x, starts):  # the same starts a SlidingWindowDataset sampler draws
+        assert torch.equal(row, windows[int(s)][0])
+    assert torch.equal(random_windows(ids, 8, 5, seed=3)[0], x)
+    assert not torch.equal(random_windows(ids, 8, 5, seed=4)[0], x)
+    g = torch.Generator().manual_seed(3)
+    first, second = random_windows(ids, 8, 5, g)[0], random_windows(ids, 8, 5, g)[0]
+    assert torch.equal(first, x) and not torch.equal(second, x)  # a generator advances
+    # every window, the last one included, can be drawn
+    every = random_windows(torch.arange(7), 400, 5, seed=0)[0][:, 0]
+    assert set(every.tolist()) == {0, 1}
+
+
+def test_random_windows_bad_arguments():
+    from course_lib.datasets import random_windows
+
+    with pytest.raises(ValueError, match="at least 6 tokens"):
+        random_windows(torch.arange(5), 2, 5, seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        random_windows(torch.arange(50), 0, 5, seed=0)
+    with pytest.raises(TypeError, match="seed"):
+        random_windows(torch.arange(50), 2, 5, seed=1.5)
+    with pytest.raises(ValueError, match="1-D"):
+        random_windows(torch.zeros(2, 50, dtype=torch.long), 2, 5, seed=0)
