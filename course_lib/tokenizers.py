@@ -10,6 +10,7 @@ The story, in the order the chapter tells it:
 3. :class:`GPT2Tokenizer` -- the same algorithm with GPT-2's published merges
    (``gpt2/encoder.json`` and ``gpt2/vocab.bpe``, found with :mod:`course_lib.data`); it gives
    exactly the ids of ``tiktoken.get_encoding("gpt2")``.
+4. :class:`WordTokenizer` -- one id per frequent word (projects appendix), with an unknown-word token.
 
 The one BPE step, in small public functions the chapter builds first: :func:`count_pairs`
 (adjacent pairs and their counts), :func:`most_frequent_pair` (the pair to merge, with the same
@@ -47,6 +48,8 @@ __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "GPT2Tokenizer",
+    "WORD_SPLIT_PATTERN",
+    "WordTokenizer",
     "bytes_to_unicode",
     "count_pairs",
     "merge_pair",
@@ -476,3 +479,77 @@ class GPT2Tokenizer(_ByteLevelBPE):
 
     def __repr__(self) -> str:
         return f"GPT2Tokenizer(vocab_size={self.vocab_size})"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Words (the projects appendix)
+# ---------------------------------------------------------------------------------------------
+
+#: A word with its leading space (letters, with inner apostrophes: ``" o'er"``, ``"I'll"``), a number with its
+#: leading space, one other symbol with its leading space, or one whitespace character on its own
+#: (a newline, or a space not followed by a word). Every character of a text is in exactly one piece, so
+#: ``"".join(pieces) == text``.
+WORD_SPLIT_PATTERN = r" ?\p{L}+(?:'\p{L}+)*| ?\p{N}+| ?[^\s\p{L}\p{N}]|\s"
+
+
+class WordTokenizer:
+    """Word-level tokenizer, defined in the projects appendix (project "A word-level model").
+
+    ``text`` is cut into pieces with :data:`WORD_SPLIT_PATTERN`: words and punctuation marks keep
+    their leading space (as in GPT-2, ``" king"`` and ``"king"`` are two tokens), so joining the
+    pieces gives back the text exactly, spaces and line breaks included. The vocabulary is the
+    ``max_vocab - 1`` most frequent pieces seen at least ``min_count`` times (ties: alphabetical),
+    plus ``unk_token`` at id 0, which every other piece becomes. ``decode`` writes ``unk_token``
+    for it, so ``decode(encode(text)) == text`` only when no piece was unknown; :meth:`split` gives
+    the pieces themselves (to see what ``<unk>`` replaced), :meth:`unknown_rate` how often it happens.
+
+    Same interface as :class:`CharTokenizer`: ``encode``, ``decode``, ``vocab_size``.
+    """
+
+    def __init__(self, text: str, max_vocab: int | None = None, min_count: int = 1, unk_token: str = "<unk>"):
+        if not isinstance(text, str):
+            raise TypeError(f"WordTokenizer needs the training text as a str, got {type(text).__name__}")
+        if max_vocab is not None and max_vocab < 2:
+            raise ValueError(f"max_vocab must be at least 2 (the unknown token and one word), got {max_vocab}")
+        if min_count < 1:
+            raise ValueError(f"min_count must be at least 1, got {min_count}")
+        if not unk_token or len(self._split.findall(unk_token)) == 1:
+            raise ValueError(f"unk_token {unk_token!r} must be a string that no single piece of text can equal")
+        counts = Counter(self._split.findall(text))
+        ranked = sorted((piece for piece, n in counts.items() if n >= min_count), key=lambda p: (-counts[p], p))
+        if max_vocab is not None:
+            ranked = ranked[: max_vocab - 1]
+        self.unk_token = unk_token
+        self.unk_id = 0
+        self.itos: list[str] = [unk_token] + ranked  # id -> piece
+        self.stoi: dict[str, int] = {piece: i for i, piece in enumerate(self.itos)}  # piece -> id
+        self.counts = counts  # every piece of the training text and how often it occurs
+
+    _split = regex.compile(WORD_SPLIT_PATTERN)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def split(self, text: str) -> list[str]:
+        """The pieces of ``text``, before any lookup: ``"".join(split(text)) == text``."""
+        return self._split.findall(text)
+
+    def encode(self, text: str) -> list[int]:
+        """One id per piece; pieces outside the vocabulary become :attr:`unk_id`."""
+        return [self.stoi.get(piece, self.unk_id) for piece in self.split(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [operator.index(i) for i in ids]  # ints, numpy ints, 0-d integer tensors
+        bad = next((i for i in ids if not 0 <= i < len(self.itos)), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is not in 0..{len(self.itos) - 1}")
+        return "".join(self.itos[i] for i in ids)
+
+    def unknown_rate(self, text: str) -> float:
+        """The fraction of the pieces of ``text`` that are not in the vocabulary (0.0 for an empty text)."""
+        pieces = self.split(text)
+        return sum(piece not in self.stoi for piece in pieces) / len(pieces) if pieces else 0.0
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size})"
