@@ -7,9 +7,10 @@ is through environment variables: ``RANK`` (0 .. WORLD_SIZE-1, unique across all
 process group; a script started without torchrun gets a one-process context and nothing is
 initialised, so the same script runs alone too.
 
-:class:`~course_lib.trainer.Trainer` uses the rest of this module when ``torch.distributed`` is
-initialised: :func:`wrap` puts the model in ``DistributedDataParallel``, :func:`shard` gives each
+:class:`DistributedTrainer` is chapter 7's :class:`~course_lib.trainer.Trainer` for a group of
+processes: :func:`wrap` puts the model in ``DistributedDataParallel``, :func:`shard` gives each
 process its rows of the global batch, and :func:`mean_across_processes` averages a logged number.
+The Trainer itself knows nothing of this; the subclass fills in its three hooks.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from course_lib.trainer import Trainer, TrainerConfig
+
 __all__ = [
     "DistributedContext",
+    "DistributedTrainer",
     "cleanup",
     "is_main_process",
     "launched_by_torchrun",
@@ -189,3 +193,50 @@ def mean_across_processes(value: float) -> float:
     total = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total.item() / dist.get_world_size()
+
+
+class DistributedTrainer(Trainer):
+    """Chapter 7's :class:`~course_lib.trainer.Trainer`, run by every process that torchrun starts.
+
+    Built with the same arguments, in every process, after :func:`setup`. Started without torchrun
+    (``torch.distributed`` not initialised) it is exactly the Trainer. In a group of processes:
+
+    - ``train_batch(step)`` and ``val_batch(i)`` return the *global* batch, the same in every
+      process; each process keeps its contiguous share of the rows (:func:`shard`), so the first
+      axis of every tensor in a batch must divide by the number of processes.
+    - ``model`` is wrapped in ``DistributedDataParallel`` (or passed already wrapped), which
+      averages the gradients over the processes during ``backward()``, so the clipping norm and
+      the update are the same everywhere. The averaged gradient is the gradient of the global batch
+      when ``loss_fn`` is a mean over rows that weigh the same, as
+      :func:`~course_lib.trainer.language_model_loss` is (every row has T positions). A loss that
+      averages over a varying number of positions per row (padding, ``ignore_index``) weighs the
+      shares slightly differently than one process would. During training ``loss_fn`` receives the
+      wrapper: it may call it, but its attributes are on ``wrapper.module``.
+    - ``self.model`` is always the plain model: checkpoints hold its usual parameter names.
+    - The logged training loss and the validation loss are means over all processes (the same
+      number everywhere); the gradient norm is that of the averaged gradient. Every process must
+      call :meth:`evaluate` (it is a collective step).
+    - Only rank 0 shows the progress bar and writes checkpoints. Every process loads them; the
+      random state saved is rank 0's and every process restores it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, Any], Tensor],
+        train_batch: Callable[[int], Any],
+        config: TrainerConfig,
+        val_batch: Callable[[int], Any] | None = None,
+    ):
+        wrapped = model if isinstance(model, DistributedDataParallel) else wrap(model)
+        plain = wrapped.module if isinstance(wrapped, DistributedDataParallel) else wrapped
+        super().__init__(plain, loss_fn, train_batch, config, val_batch)
+        self.train_model = wrapped
+        self.rank, self.world_size = rank(), world_size()
+        self.is_main = self.rank == 0
+
+    def _my_share(self, batch: Any) -> Any:
+        return shard(batch, self.rank, self.world_size) if _initialised() else batch
+
+    def _mean_over_processes(self, value: float) -> float:
+        return mean_across_processes(value)

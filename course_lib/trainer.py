@@ -10,11 +10,11 @@ It brings together what the chapter explains one at a time: the next-token loss
 backward, clip, update, clear the gradients), AdamW with weight-decay groups, linear warm-up then
 cosine decay (:func:`warmup_cosine_lr`), periodic evaluation, checkpoints, and a progress bar.
 
-Under ``torchrun`` (data parallelism, appendix "Scaling up") the same Trainer runs in every
-process once ``torch.distributed`` is initialised (:func:`course_lib.distributed.setup`): it wraps
-the model in ``DistributedDataParallel``, each process trains on its share of the global batch
-that ``train_batch(step)`` returns, the logged losses are averaged over the processes, and only
-rank 0 shows the progress bar and writes checkpoints. In a single process nothing of this happens.
+Data parallelism is not in here. :class:`course_lib.distributed.DistributedTrainer` (appendix
+"Scaling up") extends this Trainer for ``torchrun`` through three small hooks that do nothing in
+one process: :meth:`Trainer._my_share` (the rows of a batch this process trains on),
+:meth:`Trainer._mean_over_processes` (a logged number) and :attr:`Trainer.is_main` (who shows
+progress and writes checkpoints).
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
-
-from course_lib import distributed
 
 __all__ = [
     "Trainer",
@@ -198,26 +195,14 @@ class TrainingHistory:
 class Trainer:
     """Runs ``config.max_steps`` optimisation steps of ``loss_fn(model, train_batch(step))``.
 
-    Data parallelism: when ``torch.distributed`` is initialised (e.g. by
-    :func:`course_lib.distributed.setup` under torchrun), every process builds the same Trainer.
-
-    - ``train_batch(step)`` and ``val_batch(i)`` return the *global* batch, the same in every
-      process; each process keeps its contiguous share of the rows
-      (:func:`course_lib.distributed.shard`), so the first axis of every tensor in a batch must
-      divide by the number of processes.
-    - ``model`` is wrapped in ``DistributedDataParallel`` (or passed already wrapped), which
-      averages the gradients over the processes. The averaged gradient is the gradient of the
-      global batch when ``loss_fn`` is a mean over rows that weigh the same, as
-      :func:`language_model_loss` is (every row has T positions). A loss that averages over a
-      varying number of positions per row (padding, ``ignore_index``) weighs the shares slightly
-      differently than one process would. During training ``loss_fn`` receives the wrapper:
-      it may call it, but its attributes are on ``wrapper.module``.
-    - ``self.model`` is always the plain model: checkpoints hold its usual parameter names.
-    - The logged training loss and the validation loss are means over all processes (the same
-      number everywhere); the gradient norm is that of the averaged gradient.
-    - Only rank 0 shows the progress bar and writes checkpoints. Every process loads them; the
-      random state saved is rank 0's and every process restores it.
+    ``train_batch(step)`` returns the batch of a step, ``val_batch(i)`` the ``i``-th validation batch
+    (the same batches at every evaluation). ``self.model`` is the model being trained;
+    ``self.train_model`` is what the training step calls, the same model here (a subclass may wrap
+    it, as :class:`course_lib.distributed.DistributedTrainer` does).
     """
+
+    #: Whether this process shows the progress bar and writes checkpoints (one process: always).
+    is_main: bool = True
 
     def __init__(
         self,
@@ -229,14 +214,7 @@ class Trainer:
     ):
         self.loss_fn, self.config = loss_fn, config
         self.train_batch, self.val_batch = train_batch, val_batch
-        self.rank, self.world_size = distributed.rank(), distributed.world_size()
-        self.is_distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        # self.model is the plain model (evaluation, checkpoints); the training step runs through
-        # self.train_model, the DDP wrapper under torchrun and the model itself otherwise.
-        if isinstance(model, DistributedDataParallel):
-            self.model, self.train_model = model.module, model
-        else:
-            self.model, self.train_model = model, distributed.wrap(model)
+        self.model = self.train_model = model
         self.optimizer = adamw_with_decay_groups(self.model, config.max_lr, config.weight_decay, config.betas)
         self.step = 0
         self.history = TrainingHistory()
@@ -246,37 +224,36 @@ class Trainer:
         return warmup_cosine_lr(step, c.max_lr, c.min_lr, c.warmup_steps, c.max_steps)
 
     def _my_share(self, batch: Any) -> Any:
-        """This process's rows of a global batch; the whole batch in a single process."""
-        return distributed.shard(batch, self.rank, self.world_size) if self.is_distributed else batch
+        """The part of a batch this process trains on: all of it here (hook for data parallelism)."""
+        return batch
+
+    def _mean_over_processes(self, value: float) -> float:
+        """A logged number averaged over the processes: the number itself here (hook for data parallelism)."""
+        return value
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over ``eval_batches`` validation batches (the same batches every time).
-
-        Under torchrun every process must call it: each evaluates its share, then the means are averaged.
-        """
+        """Mean loss over ``eval_batches`` validation batches (the same batches every time)."""
         if self.val_batch is None:
             raise ValueError("evaluate() needs a val_batch function")
         was_training = self.model.training
         self.model.eval()
-        with autocast(self.model, self.config.precision):  # the plain model: no DDP hooks without gradients
+        with autocast(self.model, self.config.precision):  # self.model, not a wrapper: no gradients here
             losses = [self.loss_fn(self.model, self._my_share(self.val_batch(i))).item()
                       for i in range(self.config.eval_batches)]
         self.model.train(was_training)
-        return distributed.mean_across_processes(sum(losses) / len(losses))
+        return self._mean_over_processes(sum(losses) / len(losses))
 
     def train_step(self) -> float:
-        """One optimisation step at ``self.step``; returns the training loss (averaged over processes)."""
+        """One optimisation step at ``self.step``; returns the training loss."""
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_model.train()
-        # Under DDP, backward() inside optimization_step averages the gradients over the
-        # processes, so the clipping norm and the update are the same in all of them.
         batch = self._my_share(self.train_batch(self.step))
         loss, grad_norm = optimization_step(self.train_model, self.loss_fn, batch, self.optimizer,
                                             self.config.grad_clip, self.config.precision)
-        loss = distributed.mean_across_processes(loss)  # each process saw its share; log the global batch's loss
+        loss = self._mean_over_processes(loss)
         self.history.steps.append(self.step)
         self.history.train_loss.append(loss)
         self.history.lr.append(lr)
@@ -290,7 +267,7 @@ class Trainer:
 
         c = self.config
         end = c.max_steps if until is None else min(until, c.max_steps)
-        bar = tqdm(total=end, initial=self.step, disable=not c.progress or self.rank != 0, desc="training")
+        bar = tqdm(total=end, initial=self.step, disable=not c.progress or not self.is_main, desc="training")
         while self.step < end:
             loss = self.train_step()
             bar.update(1)
@@ -306,9 +283,9 @@ class Trainer:
     def save_checkpoint(self, path: str | os.PathLike) -> None:
         """Everything needed to continue exactly: weights, optimizer, step, history, random state.
 
-        Under torchrun only rank 0 writes (the processes hold the same weights); the others return.
+        Only the main process writes (:attr:`is_main`); under data parallelism the others return.
         """
-        if self.rank != 0:
+        if not self.is_main:
             return
         path = Path(path)
         state = {
@@ -324,7 +301,7 @@ class Trainer:
         os.replace(tmp, path)  # never leave a half-written checkpoint behind
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Continue from :meth:`save_checkpoint`'s file; under torchrun every process loads it (so each must see it)."""
+        """Continue from :meth:`save_checkpoint`'s file (under data parallelism every process loads it)."""
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from course_lib.data import read_text, user_cache_dir
-from course_lib.datasets import train_val_split
+from course_lib.datasets import random_windows, train_val_split
 from course_lib.generation import generate
 from course_lib.gpt import GPT, GPTConfig
 from course_lib.tokenizers import CharTokenizer
@@ -162,13 +162,6 @@ def load_app_model(folder: str | os.PathLike) -> AppModel:
         raise ValueError(f"the app model in {folder} is damaged or from another version: {type(err).__name__}: "
                          f"{err}") from err
     return AppModel(model.eval(), tokenizer, meta.get("training", {}))
-
-
-def random_windows(ids: torch.Tensor, batch: int, context: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` (input, target) windows of ``context`` tokens at random places; the seed fixes them."""
-    starts = torch.randint(len(ids) - context, (batch, 1), generator=torch.Generator().manual_seed(seed))
-    rows = ids[starts + torch.arange(context + 1)]  # (B, T + 1)
-    return rows[:, :-1], rows[:, 1:]
 
 
 def train_app_model(out: str | os.PathLike, steps: int = 3000, batch: int = 32, context: int = 64,

@@ -21,11 +21,11 @@ import torch
 
 from course_lib import distributed
 from course_lib.data import read_text
-from course_lib.datasets import SlidingWindowDataset, train_val_split
+from course_lib.datasets import random_windows, train_val_split
 from course_lib.generation import generate
 from course_lib.gpt import GPT, GPTConfig
 from course_lib.tokenizers import CharTokenizer
-from course_lib.trainer import Trainer, TrainerConfig, language_model_loss
+from course_lib.trainer import TrainerConfig, language_model_loss
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,15 +67,12 @@ def train(args: argparse.Namespace, ctx: distributed.DistributedContext) -> None
     text = read_text("tinyshakespeare.txt")  # every process reads it (downloads are atomic)
     tokenizer = CharTokenizer(text)
     train_ids, val_ids = train_val_split(torch.tensor(tokenizer.encode(text)), val_fraction=0.1)
-    windows = {"train": SlidingWindowDataset(train_ids, args.context, stride=1),
-               "val": SlidingWindowDataset(val_ids, args.context, stride=1)}
+    ids = {"train": train_ids, "val": val_ids}
 
     def global_batch(split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # The same seed gives the same batch in every process: the Trainer keeps this process's rows.
-        g = torch.Generator().manual_seed(seed)
-        starts = torch.randint(len(windows[split]), (args.batch_size,), generator=g)
-        inputs, targets = zip(*(windows[split][int(i)] for i in starts))
-        return torch.stack(inputs).to(ctx.device), torch.stack(targets).to(ctx.device)
+        # The same seed gives the same batch in every process: the DistributedTrainer keeps this process's rows.
+        inputs, targets = random_windows(ids[split], args.batch_size, args.context, seed)
+        return inputs.to(ctx.device), targets.to(ctx.device)
 
     torch.manual_seed(args.seed)  # the same initial weights everywhere (DDP copies rank 0's anyway)
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=args.context, d_model=args.width,
@@ -85,7 +82,7 @@ def train(args: argparse.Namespace, ctx: distributed.DistributedContext) -> None
                            eval_interval=args.eval_interval, eval_batches=8,
                            checkpoint_path=str(args.checkpoint) if args.checkpoint else None,
                            checkpoint_interval=args.eval_interval)
-    trainer = Trainer(model, language_model_loss, lambda step: global_batch("train", step), config,
+    trainer = distributed.DistributedTrainer(model, language_model_loss, lambda step: global_batch("train", step), config,
                       val_batch=lambda i: global_batch("val", 1_000_000 + i))
     if args.resume:
         trainer.load_checkpoint(args.checkpoint)

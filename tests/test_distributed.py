@@ -1,4 +1,4 @@
-"""Data parallelism (course_lib.distributed, Trainer under torchrun): 2 CPU processes follow 1 process.
+"""Data parallelism (course_lib.distributed, DistributedTrainer under torchrun): 2 CPU processes follow 1 process.
 
 As a test module it starts itself under torchrun (2 processes, gloo); started by torchrun with an
 output folder as its argument, it is the worker (see ``_worker`` at the end). Both sides build the
@@ -57,13 +57,13 @@ def sequences(seed: int, batch: int = GLOBAL_BATCH) -> tuple[torch.Tensor, torch
 
 
 def new_trainer(run: str, checkpoint: Path | None = None, progress: bool = False,
-                loss_fn=language_model_loss) -> Trainer:
+                loss_fn=language_model_loss) -> distributed.DistributedTrainer:
     dtype, precision = RUNS[run]
     torch.manual_seed(0)  # the same initial weights in every process (DDP would copy rank 0's anyway)
     config = TrainerConfig(max_steps=STEPS, max_lr=1e-2, min_lr=1e-3, warmup_steps=3, precision=precision,
                            eval_interval=10, eval_batches=2, progress=progress,
                            checkpoint_path=None if checkpoint is None else str(checkpoint), checkpoint_interval=STEPS)
-    return Trainer(GPT(TINY).to(dtype), loss_fn, sequences, config,
+    return distributed.DistributedTrainer(GPT(TINY).to(dtype), loss_fn, sequences, config,
                    val_batch=lambda i: sequences(1_000_000 + i))
 
 
@@ -95,7 +95,13 @@ def test_setup_without_torchrun_is_one_process(monkeypatch):
     assert not torch.distributed.is_initialized() and distributed.is_main_process()
     assert distributed.mean_across_processes(0.25) == 0.25
     trainer = new_trainer("float32")
-    assert trainer.train_model is trainer.model  # not wrapped: the single-process path is unchanged
+    assert trainer.train_model is trainer.model and trainer.is_main  # not wrapped: one process is plain training
+    trainer.fit()
+    torch.manual_seed(0)
+    plain = Trainer(GPT(TINY), language_model_loss, sequences, trainer.config,
+                    val_batch=lambda i: sequences(1_000_000 + i))
+    plain.fit()
+    assert plain.history == trainer.history  # the same numbers as chapter 7's Trainer, bit for bit
 
 
 def test_setup_names_missing_torchrun_variables(monkeypatch):
@@ -144,7 +150,7 @@ def two_processes(tmp_path_factory) -> tuple[Path, list[dict], str]:
 
 
 @pytest.fixture(scope="module")
-def one_process() -> dict[str, Trainer]:
+def one_process() -> dict[str, distributed.DistributedTrainer]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like each worker; on a busy 2-core machine 2 threads made this 10x slower
     try:
