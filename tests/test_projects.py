@@ -105,3 +105,11 @@ def test_train_model_lowers_the_loss_of_a_small_gpt():
     assert len(trained.history.train_loss) == 60 and trained.seconds > 0
     with pytest.raises(ValueError, match="steps"):
         train_model(model, lambda step: None, steps=0)
+
+
+def test_sample_documents_with_and_without_the_cache_agree():
+    model = small_gpt(vocab_size=5, context_length=12, d_model=16, n_layers=1, n_heads=2, seed=3)
+    cached = sample_documents(model, [0, 1], end_id=4, n=6, max_new_tokens=10, seed=7)  # 2 + 10 fits: cache
+    plain = sample_documents(model, [0, 1], end_id=4, n=6, max_new_tokens=11, seed=7)   # 2 + 11 does not
+    for a, b in zip(cached, plain):
+        assert b[: len(a)] == a
