@@ -87,6 +87,7 @@ c.SandboxedExecute.judged_assignments = {
     "ch07_training_an_llm": ["course_lib.trainer", "course_lib.generation"],
     "ch08_finetuning_and_using_llms": ["course_lib.finetuning"],
     "ch09_modern_llms": ["course_lib.llama", "course_lib.kv_cache", "course_lib.quantization", "course_lib.attention"],
+    "ch10_aligning_llms": ["course_lib.preference"],
 }
 
 # Feedback shows the outputs of every test (what passed, what failed and why), never hidden tests.
