@@ -154,14 +154,21 @@ class DPOLoss:
     made by :func:`course_lib.finetuning.collate_instructions` for the same prompts in the same
     order. Optionally two more tensors, the reference log-probabilities ``(ref_chosen,
     ref_rejected)`` computed once beforehand, save the reference's forward passes.
-    ``self.last`` keeps the latest :class:`DPOOutput`.
+    ``self.last`` keeps the latest :class:`DPOOutput` (of the DPO term alone).
+
+    ``nll_weight > 0`` adds that multiple of the mean next-token loss on the chosen responses'
+    tokens (as in RPO, Pang et al., 2024): plain DPO only needs the *difference* of the two
+    log-probabilities to grow, and can get it by lowering both; the extra term keeps the chosen
+    response likely (chapter 10 shows both).
     """
 
-    def __init__(self, reference: nn.Module, beta: float = 0.1, ignore_index: int = -100):
+    def __init__(self, reference: nn.Module, beta: float = 0.1, ignore_index: int = -100, nll_weight: float = 0.0):
         if not isinstance(reference, nn.Module):
             raise TypeError(f"DPOLoss needs the reference model (an nn.Module), got {type(reference).__name__}")
+        if not nll_weight >= 0:
+            raise ValueError(f"nll_weight must be >= 0, got {nll_weight!r}")
         self.reference = copy.deepcopy(reference).eval().requires_grad_(False)
-        self.beta, self.ignore_index = beta, ignore_index
+        self.beta, self.ignore_index, self.nll_weight = beta, ignore_index, float(nll_weight)
         self.last: DPOOutput | None = None
 
     @torch.no_grad()
@@ -182,10 +189,17 @@ class DPOLoss:
         else:
             ref_chosen = self.reference_logprobs(chosen_x, chosen_y)
             ref_rejected = self.reference_logprobs(rejected_x, rejected_y)
-        self.last = dpo_loss(sequence_logprob(model, chosen_x, chosen_y, self.ignore_index),
+        chosen_logits = model(chosen_x)  # (B, T, V)
+        if bool((chosen_y != self.ignore_index).sum(dim=-1).eq(0).any()) or \
+                bool((rejected_y != self.ignore_index).sum(dim=-1).eq(0).any()):
+            raise ValueError("DPOLoss: a row has no response token (every target is ignore_index)")
+        self.last = dpo_loss(sequence_logprob_from_logits(chosen_logits, chosen_y, self.ignore_index),
                              sequence_logprob(model, rejected_x, rejected_y, self.ignore_index),
                              ref_chosen, ref_rejected, self.beta)
-        return self.last.loss
+        if self.nll_weight == 0:
+            return self.last.loss
+        nll = F.cross_entropy(chosen_logits.flatten(0, 1), chosen_y.flatten(), ignore_index=self.ignore_index)
+        return self.last.loss + self.nll_weight * nll
 
 
 # ------------------------------------------------------------------ reward model (RLHF's first step)

@@ -151,6 +151,18 @@ def test_dpo_loss_fn_trains_the_policy_not_the_reference():
         torch.testing.assert_close(loss_fn(policy, (*batch, ref_c, ref_r)), loss_fn(policy, batch))
 
 
+def test_dpo_loss_fn_nll_weight_adds_the_chosen_tokens_loss():
+    policy = tiny_gpt(2)
+    batch = _pair_batch()
+    plain = DPOLoss(policy, beta=0.5)(policy, batch)
+    with_nll = DPOLoss(policy, beta=0.5, nll_weight=2.0)(policy, batch)
+    chosen_x, chosen_y = batch[0], batch[1]
+    nll = torch.nn.functional.cross_entropy(policy(chosen_x).flatten(0, 1), chosen_y.flatten(), ignore_index=-100)
+    torch.testing.assert_close(with_nll, plain + 2.0 * nll)
+    with pytest.raises(ValueError, match="nll_weight"):
+        DPOLoss(policy, nll_weight=-1.0)
+
+
 def test_dpo_loss_fn_errors():
     with pytest.raises(TypeError, match="reference"):
         DPOLoss("model")
