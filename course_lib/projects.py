@@ -74,7 +74,7 @@ def train_model(model: nn.Module, train_batch: Callable[[int], tuple[Tensor, Ten
 
     AdamW (weight decay 0.1 on matrices), 5 % linear warm-up, cosine decay to ``max_lr / 10``,
     gradient clipping at 1, float32 (the same numbers on every CPU), no progress bar. With
-    ``val_batch`` the validation loss is measured 4 times during the run and at the end.
+    ``val_batch`` the validation loss is measured 4 times, evenly spaced, the last at the end.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
