@@ -19,8 +19,14 @@ Each module says which chapter defines it:
   Hugging Face parameter names; loads LLaMA-family safetensors checkpoints).
 - :mod:`course_lib.kv_cache` -- chapter 9, the key/value cache and cached generation.
 - :mod:`course_lib.quantization` -- chapter 9, weight-only int8 and 4-bit quantization by hand.
+- :mod:`course_lib.preference` -- chapter 10, response log-probabilities, the DPO loss, a reward model.
+- :mod:`course_lib.chat_memory` -- chapter 11, conversation memory: a kept system line, recent turns, retrieved old turns.
+- :mod:`course_lib.retrieval` -- appendix "Projects" (and chapter 11), TF-IDF passages searched by cosine similarity.
+- :mod:`course_lib.projects` -- appendix "Projects", what the project notebooks share: small GPTs, boundary
+  windows, bits per character, sampling to an end token.
 - :mod:`course_lib.webapp` -- appendix "Projects", the course's model served as a small web app (Flask).
-- :mod:`course_lib.distributed` -- appendix "Scaling up", data-parallel training under torchrun (DDP).
+- :mod:`course_lib.distributed` -- appendix "Scaling up", data-parallel training under torchrun (DDP) with a
+  subclass of chapter 7's trainer.
 - :mod:`course_lib.testing` -- the checks the exercises use to tell a learner what is right and wrong.
 - :mod:`course_lib.selfcheck` -- ``python -m course_lib.selfcheck NOTEBOOK``: run an exercise's visible tests.
 
