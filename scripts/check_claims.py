@@ -160,7 +160,8 @@ DUMP = "print('__CLAIMS__' + _claims_json.dumps({'records': _claims_records, 'so
 
 
 def chapter_paths(selected: list[str] | None) -> list[Path]:
-    chapters = sorted(BOOK.glob("ch*.ipynb"))
+    """The chapters, then the project notebooks (appendix "Projects"); ``selected`` keeps names starting so."""
+    chapters = sorted(BOOK.glob("ch*.ipynb")) + sorted((BOOK / "projects").glob("*.ipynb"))
     if selected:
         chapters = [p for p in chapters if any(p.stem.startswith(s) for s in selected)]
     return chapters
@@ -178,7 +179,7 @@ def run_chapter(path: Path, timeout: int = 900) -> dict:
     tags = {i: set(c.get("metadata", {}).get("tags", [])) for i, c in enumerate(cells)}
     code_cells = [i for i, c in enumerate(cells) if c.cell_type == "code" and "skip-execution" not in tags[i]]
     nb.cells = [nbformat.v4.new_code_cell(PRELUDE)]
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(BOOK)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     errors = []
     start = time.perf_counter()
     with client.setup_kernel():
@@ -293,7 +294,7 @@ def report(summary: dict, out=print) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chapters", nargs="*", help="chapter prefixes, e.g. ch07 ch08 (default: all)")
+    parser.add_argument("--chapters", nargs="*", help="notebook name prefixes, e.g. ch07 ch08 name_generator (default: every chapter and project)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="chapters run at the same time (default 2)")
