@@ -66,6 +66,7 @@ class TfidfIndex:
         self.passages: list[str] = []
         self._counts: list[Counter] = []
         self._vocab: dict[str, int] = {}
+        self._idf: Tensor | None = None  # (V,), recomputed lazily after add()
         self._matrix: Tensor | None = None  # (D, V) unit rows, rebuilt lazily after add()
         for passage in passages:
             self.add(passage)
@@ -86,16 +87,16 @@ class TfidfIndex:
             self._vocab.setdefault(w, len(self._vocab))
         self.passages.append(passage)
         self._counts.append(counts)
-        self._matrix = None
+        self._idf = self._matrix = None
         return len(self.passages) - 1
 
     def idf(self) -> Tensor:
         """(V,) inverse document frequency of every word in the vocabulary, in vocabulary order."""
-        df = torch.zeros(len(self._vocab))
-        for counts in self._counts:
-            for w in counts:
-                df[self._vocab[w]] += 1
-        return torch.log((1 + len(self)) / (1 + df)) + 1
+        if self._idf is None:
+            df = Counter(w for counts in self._counts for w in counts)  # passages using each word
+            df_vector = torch.tensor([float(df[w]) for w in self._vocab])  # (V,), vocabulary order
+            self._idf = torch.log((1 + len(self)) / (1 + df_vector)) + 1
+        return self._idf
 
     def _weights(self, counts: Counter, idf: Tensor) -> Tensor:
         v = torch.zeros(len(self._vocab))  # (V,); words outside the vocabulary cannot match anything
