@@ -21,6 +21,10 @@ def check_schema(result: dict) -> None:
         assert RUN_KEYS <= set(run)
         assert 0 <= run["exact_match"] <= run["char_accuracy"] <= 1
         assert run["val_loss"] > 0 and run["completion_logprob"] < 0
+        by_length = run["exact_match_by_length"]  # all of the first k letters right: can only fall as k grows
+        assert by_length[-1] == run["exact_match"] and all(b <= a for a, b in zip(by_length, by_length[1:]))
+        assert by_length[0] == run["char_accuracy_by_position"][0]
+        assert len(by_length) == len(run["char_accuracy_by_position"]) == result["recipe"]["complete"]
         assert run["flops"] == 6 * run["matrix_weights"] * run["tokens"]
         steps = [point["step"] for point in run["curve"]]
         assert steps == sorted(steps) and steps[-1] == run["steps"]
