@@ -10,14 +10,24 @@ Two jobs, both run by a plain ``jupyter-book build .``:
    code changes. Chapters import course_lib, so this extension fingerprints course_lib's source
    and, when it changes, marks every chapter that imports it as outdated and drops its cached
    execution: those chapters run again, the others are reused.
+3. **Notebooks executed side by side.** Jupyter Book executes the notebooks one after another,
+   each on one core (every chapter asks PyTorch for one thread). Before Sphinx reads them, this
+   extension executes the ones without a cached run in a pool of one process per core
+   (``COURSE_BUILD_JOBS`` overrides it; 1 turns this off), straight into the execution cache;
+   Jupyter Book then finds them there. A notebook that fails in the pool is not cached, so Jupyter
+   Book runs it again itself and reports the error as usual: the build fails just the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import subprocess
+import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 from sphinx.application import Sphinx
@@ -141,8 +151,56 @@ def _drop_cached_execution(app: Sphinx, notebook: Path) -> None:
             cache.remove_cache(record.pk)
 
 
+def _build_jobs() -> int:
+    value = os.environ.get("COURSE_BUILD_JOBS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ExtensionError(f"COURSE_BUILD_JOBS must be a positive integer, got {value!r}")
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def execute_side_by_side(app: Sphinx, env, docnames: list[str]) -> None:
+    """Execute the notebooks about to be read that have no cached run, several at a time, into the cache."""
+    cache_path = getattr(app.config, "nb_execution_cache_path", "")
+    jobs = _build_jobs()
+    if getattr(app.config, "nb_execution_mode", "") != "cache" or not cache_path or jobs < 2:
+        return
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors.basic import ExecutionWorkerLocalMProc, ProcessData
+
+    excluded = list(getattr(app.config, "nb_execution_excludepatterns", []) or [])
+    cache = get_cache(cache_path)
+    todo = []
+    for docname in docnames:
+        path = Path(env.doc2path(docname))
+        relative = path.relative_to(Path(app.srcdir)).as_posix()
+        if path.suffix != ".ipynb" or any(fnmatch(relative, pattern) for pattern in excluded):
+            continue
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            todo.append(path)
+    if len(todo) < 2:
+        return
+    records = [cache.add_nb_to_project(str(path)) for path in todo]
+    timeout = int(getattr(app.config, "nb_execution_timeout", 300) or 300)
+    work = [ProcessData(r.pk, r.uri, cache, timeout, False) for r in records]
+    logger.info(f"course_build: executing {len(work)} notebooks, {min(jobs, len(work))} at a time")
+    start = time.perf_counter()
+    failed = []
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(work))) as pool:
+        for status, uri in pool.imap_unordered(ExecutionWorkerLocalMProc(), work, chunksize=1):
+            if status != 0:
+                failed.append(Path(uri).name)
+    logger.info(f"course_build: executed in {time.perf_counter() - start:.0f} s"
+                + (f"; {', '.join(failed)} failed and will run again to report the error" if failed else ""))
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("builder-inited", install_vendor_assets)
     app.connect("env-get-outdated", mark_chapters_outdated)
+    app.connect("env-before-read-docs", execute_side_by_side)
     app.connect("build-finished", record_fingerprints)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
