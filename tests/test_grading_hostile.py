@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import shutil
 import sys
 from pathlib import Path
