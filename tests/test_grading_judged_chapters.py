@@ -38,17 +38,30 @@ def _answers(nb) -> list[int]:
     return [i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution")]
 
 
+# Parts whose task is to use the learner's own answers to earlier parts (chapter 10's part 5 trains
+# with the log-probability of part 1 and the DPO loss of part 3, as its task says): a blank earlier
+# part makes these fail too.
+USES_EARLIER = {"ch10_p5_tests": ("ch10_p1_answer", "ch10_p3_answer")}
+
+
+def _grade_id(nb, i) -> str:
+    return nb.cells[i].metadata.get("nbgrader", {}).get("grade_id", "")
+
+
 def make_class(sol, rel) -> dict[str, tuple[object, float]]:
     tests = _tests(sol)
     n_wrong = len(tests) // 2
     half = copy.deepcopy(sol)
-    for i in _answers(sol)[:n_wrong]:  # each part's answer cell comes before its test cell
+    blanked = _answers(sol)[:n_wrong]  # each part's answer cell comes before its test cell
+    for i in blanked:
         half.cells[i] = copy.deepcopy(rel.cells[i])
     patched = copy.deepcopy(half)
     patched.cells.insert(1, nbformat.v4.new_code_cell(PATCH))
     noisy, _ = warnings_on_stderr(sol, rel)
     full = _points(sol, tests)
-    right_half = full - _points(sol, tests[:n_wrong])
+    blank_ids = {_grade_id(sol, i) for i in blanked}
+    passing = [t for t in tests[n_wrong:] if not blank_ids & set(USES_EARLIER.get(_grade_id(sol, t), ()))]
+    right_half = _points(sol, passing)
     return {"honest": (sol, full), "half_wrong": (half, right_half), "half_wrong_patched": (patched, right_half),
             "noisy": (noisy, full)}
 
