@@ -68,7 +68,7 @@ def _check_text(value: object, name: str) -> str:
 
 
 def build_context(system: str, retrieved: Sequence[Turn], recent: Sequence[Turn], message: str,
-                  budget: int, count: Callable[[str], int] = len) -> str:
+                  budget: int, count: Callable[[str], int] = len, max_retrieved: int | None = None) -> str:
     """The model's context: system line, retrieved turns, recent turns, new message, at most ``budget`` tokens.
 
     The system line and the new message are always there (a ``ValueError`` says so if they alone
@@ -78,7 +78,9 @@ def build_context(system: str, retrieved: Sequence[Turn], recent: Sequence[Turn]
     skipped, never cut. In the text, retrieved turns come first, in the order they were said, then
     the recent turns in order: the older-to-newer order the model was trained on.
 
-    ``retrieved`` and ``recent`` are ``Turn`` sequences, ``recent`` oldest first.
+    ``retrieved`` and ``recent`` are ``Turn`` sequences, ``recent`` oldest first. With
+    ``max_retrieved``, at most that many retrieved turns are kept: the best-ranked ones that fit (a
+    best match too long for the budget leaves its place to the next one).
     """
     _check_text(system, "system")
     _check_text(message, "message")
@@ -88,6 +90,9 @@ def build_context(system: str, retrieved: Sequence[Turn], recent: Sequence[Turn]
         for turn in turns:
             if not isinstance(turn, Turn):
                 raise TypeError(f"{name} must hold Turn objects, got {type(turn).__name__}")
+    if max_retrieved is not None and (isinstance(max_retrieved, bool) or not isinstance(max_retrieved, int)
+                                      or max_retrieved < 0):
+        raise ValueError(f"max_retrieved must be None or a non-negative integer, got {max_retrieved!r}")
     head, tail = format_system(system), format_message(message)
     used = count(head) + count(tail)
     if used > budget:
@@ -98,10 +103,14 @@ def build_context(system: str, retrieved: Sequence[Turn], recent: Sequence[Turn]
         [("retrieved", i) for i in range(len(retrieved))] + \
         [("recent", i) for i in range(len(recent) - 2, -1, -1)]
     kept: set[tuple[str, int]] = set()
+    room_for_retrieved = len(retrieved) if max_retrieved is None else max_retrieved
     for kind, i in candidates:
+        if kind == "retrieved" and not room_for_retrieved:
+            continue
         turn = recent[i] if kind == "recent" else retrieved[i]
         cost = count(turn.text())
         if used + cost <= budget:
+            room_for_retrieved -= kind == "retrieved"
             kept.add((kind, i))
             used += cost
     body = [retrieved[i].text() for i in range(len(retrieved)) if ("retrieved", i) in kept]
@@ -143,15 +152,23 @@ class ChatMemory:
         """The last ``recent_turns`` turns, oldest first."""
         return self.turns[max(0, len(self.turns) - self.recent_turns):] if self.recent_turns else []
 
-    def recall(self, message: str) -> list[Turn]:
-        """Up to ``retrieve`` older turns (not among the recent ones) most similar to ``message``, best first."""
+    def recall(self, message: str, k: int | None = None) -> list[Turn]:
+        """Up to ``k`` (default ``retrieve``) older turns, not among the recent ones, that share a word
+        with ``message``, most similar first."""
         _check_text(message, "message")
-        if not self.retrieve:
-            return []
+        k = self.retrieve if k is None else k
         n_old = len(self.turns) - len(self.recent())
-        hits = self.index.search(message, k=self.retrieve, exclude=range(n_old, len(self.turns)))
+        if not k or not n_old:
+            return []
+        hits = self.index.search(message, k=k, exclude=range(n_old, len(self.turns)))
         return [self.turns[hit.index] for hit in hits]
 
     def context(self, message: str, budget: int, count: Callable[[str], int] = len) -> str:
-        """The context for the model's answer to ``message``: :func:`build_context` of this memory."""
-        return build_context(self.system, self.recall(message), self.recent(), message, budget, count)
+        """The context for the model's answer to ``message``: :func:`build_context` of this memory.
+
+        Every matching older turn is a candidate, best first, and the best ``retrieve`` that fit the
+        budget are kept: a best match too long to fit does not leave the context without an old turn.
+        """
+        candidates = self.recall(message, k=len(self.turns)) if self.retrieve else []
+        return build_context(self.system, candidates, self.recent(), message, budget, count,
+                             max_retrieved=self.retrieve)

@@ -129,3 +129,28 @@ def test_memory_errors():
         memory.add("two\nlines", "ok.")
     with pytest.raises(TypeError, match="bot"):
         memory.add("hi", None)
+
+
+def test_a_best_match_too_long_for_the_budget_leaves_its_place_to_the_next_one():
+    memory = ChatMemory(SYSTEM, recent_turns=1, retrieve=1)
+    memory.add("i have a pet owl.", "ok.")
+    memory.add("pet, have: pet, have, pet, have, pet, have, pet, have, pet, have, dear pet.", "you have a owl.")
+    memory.add("good morning.", "hi.")
+    best, second = memory.recall("what pet do i have?", k=2)
+    assert "dear pet" in best.user and second.user == "i have a pet owl."
+    tight = len(format_system(SYSTEM)) + len(memory.turns[-1].text()) + len(format_message("what pet do i have?"))
+    budget = tight + len(second.text())                              # room for the short turn, not the long one
+    assert len(best.text()) > len(second.text())
+    context = memory.context("what pet do i have?", budget=budget)
+    assert "i have a pet owl." in context and "dear pet" not in context
+    roomy = memory.context("what pet do i have?", budget=1000)       # both fit: still only `retrieve` of them
+    assert "dear pet" in roomy and "i have a pet owl." not in roomy
+
+
+def test_max_retrieved_keeps_the_best_that_fit_and_is_checked():
+    retrieved = [Turn("one.", "ok."), Turn("two.", "ok."), Turn("three.", "ok.")]
+    context = build_context(SYSTEM, retrieved, [], "hi?", budget=1000, max_retrieved=2)
+    assert "one." in context and "two." in context and "three." not in context
+    assert "one." not in build_context(SYSTEM, retrieved, [], "hi?", budget=1000, max_retrieved=0)
+    with pytest.raises(ValueError, match="max_retrieved"):
+        build_context(SYSTEM, retrieved, [], "hi?", budget=1000, max_retrieved=-1)
