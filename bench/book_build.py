@@ -79,7 +79,7 @@ def main() -> None:
     }
     print(json.dumps(result))
     if args.save:
-        save_rows(ROOT / "bench" / "results" / "book_build.json", [result])  # other CPU models' results stay
+        save_rows(ROOT / "bench" / "results" / "book_build.json", [result], key=("cpu", "isa"))  # other CPUs stay
     if not args.keep:
         shutil.rmtree(where, ignore_errors=True)
     if cold_code or warm_code:
