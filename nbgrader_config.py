@@ -88,6 +88,7 @@ c.SandboxedExecute.judged_assignments = {
     "ch08_finetuning_and_using_llms": ["course_lib.finetuning"],
     "ch09_modern_llms": ["course_lib.llama", "course_lib.kv_cache", "course_lib.quantization", "course_lib.attention"],
     "ch10_aligning_llms": ["course_lib.preference"],
+    "ch11_chatbots_and_scale": ["course_lib.chat_memory:build_context,ChatMemory"],
 }
 
 # Feedback shows the outputs of every test (what passed, what failed and why), never hidden tests.

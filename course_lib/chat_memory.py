@@ -75,8 +75,8 @@ def build_context(system: str, retrieved: Sequence[Turn], recent: Sequence[Turn]
     exceed the budget). Then whole turns are added while they fit, in this order of priority: the
     newest recent turn (what the message most likely answers), the retrieved turns in the order
     given (best match first), then the other recent turns, newest first. A turn that does not fit is
-    skipped, never cut. In the text, retrieved turns come first, in the order they were said, then
-    the recent turns in order: the older-to-newer order the model was trained on.
+    skipped, never cut. In the text, retrieved turns come first, in the order given, then the
+    recent turns, oldest first.
 
     ``retrieved`` and ``recent`` are ``Turn`` sequences, ``recent`` oldest first. With
     ``max_retrieved``, at most that many retrieved turns are kept: the best-ranked ones that fit (a

@@ -1,7 +1,8 @@
 """Every chapter is judged outside the student's process, not only the pilot (chapter 5).
 
 Chapters 2, 6, 7, 8, 9 and 10 hand the student's code models, optimizers, parameters with gradients and
-stand-in functions, and differentiate what it returns. For each, a small class is graded with
+stand-in functions, and differentiate what it returns; chapter 11 hands it the chat template's `Turn`
+objects and token counters, and expects a `ValueError` back. For each, a small class is graded with
 ``nbgrader autograde`` and with the parallel grader: an honest notebook, a half-wrong one, the same
 half-wrong one that patches torch's comparisons and the course's checks in its own kernel (in a
 single process that would pass every test), and a correct one that warns and prints to stderr.
@@ -24,7 +25,7 @@ from test_nbgrader import _nbgrader, _points, _tests, warnings_on_stderr
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
 CHAPTERS = ["ch02_learning_with_pytorch", "ch06_inside_the_transformer", "ch07_training_an_llm",
-            "ch08_finetuning_and_using_llms", "ch09_modern_llms", "ch10_aligning_llms"]
+            "ch08_finetuning_and_using_llms", "ch09_modern_llms", "ch10_aligning_llms", "ch11_chatbots_and_scale"]
 
 PATCH = ("import sys, torch, course_lib.testing as t\n"
          "for n in dir(t):\n    if n.startswith('check_'): setattr(t, n, lambda *a, **k: None)\n"

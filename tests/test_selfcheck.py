@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import nbformat
 import pytest
 
 from conftest import EXERCISES, SOLUTIONS, assignments
@@ -21,7 +22,10 @@ def test_release_fails_every_part_and_exits_nonzero(assignment):
     result = selfcheck(notebook)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert sum(line.startswith("FAIL") for line in lines) >= 4 and not any(line.startswith("PASS") for line in lines)
+    graded = sum(bool(c.metadata.get("nbgrader", {}).get("grade")) for c in nbformat.read(notebook, as_version=4).cells)
+    assert graded >= 3
+    assert sum(line.startswith("FAIL") for line in lines) == graded  # one FAIL line per graded part
+    assert not any(line.startswith("PASS") for line in lines)
     assert "part not implemented yet" in result.stdout
     assert "0 of" in lines[-1]
 
